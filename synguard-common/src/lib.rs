@@ -101,6 +101,6 @@ pub const TCP_MAX_OPTIONS_LEN: usize = 40;
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: repr(C), Copy and padding-free (size asserted above). 
+    // SAFETY: repr(C), Copy and padding-free (size asserted above).
     unsafe impl aya::Pod for super::DatapathConfig {}
 }

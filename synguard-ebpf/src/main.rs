@@ -1,21 +1,45 @@
+//! synguard's XDP program: a thin dispatcher over the parsing, cookie and counter modules.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::{map, xdp}, maps::{Array, PerCpuArray}, programs::XdpContext};
-use synguard_common::{Counter, DatapathConfig, PORT_BITMAP_WORDS};
+mod ack;
+mod counters;
+mod csum;
+mod maps;
+mod options;
+mod parse;
+mod synack;
 
-#[map(name = "SG_COUNTERS")]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
-#[map(name = "SG_CONFIG")]
-static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
-#[map(name = "SG_PORTS")]
-static PORTS: Array<u64> = Array::with_max_entries(PORT_BITMAP_WORDS, 0);
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use synguard_common::Counter;
+
+use crate::{
+    counters::count,
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, parse_tcp},
+};
 
 #[xdp]
-pub fn synguard(_ctx: XdpContext) -> u32 {
-    if let Some(c) = COUNTERS.get_ptr_mut(Counter::Packets as u32) { unsafe { *c += 1 } }
-    let _ = (CONFIG.get(0), PORTS.get(0));
-    xdp_action::XDP_PASS
+pub fn synguard(ctx: XdpContext) -> u32 {
+    count(Counter::Packets);
+    let (action, outcome) = dispatch(&ctx);
+    count(outcome);
+    action
+}
+
+#[inline(always)]
+fn dispatch(ctx: &XdpContext) -> (u32, Counter) {
+    let pkt = match parse_tcp(ctx) {
+        Ok(pkt) => pkt,
+        Err(outcome) => return (xdp_action::XDP_PASS, outcome),
+    };
+    if !maps::port_protected(pkt.dport) {
+        return (xdp_action::XDP_PASS, Counter::PassUnprotectedPort);
+    }
+    match pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) {
+        TCP_SYN => synack::answer_syn(ctx, &pkt),
+        f if f & (TCP_SYN | TCP_ACK) == TCP_ACK => ack::judge_ack(ctx, &pkt),
+        _ => (xdp_action::XDP_PASS, Counter::PassOtherFlags),
+    }
 }
 
 #[cfg(not(test))]
@@ -24,6 +48,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// GPL: the syncookie helpers are GPL-only.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,162 @@
+//! Header parsing: Ethernet with up to two VLAN tags, IPv4 (options, fragments), IPv6 (extension
+//! headers), TCP. Every read goes through [`ptr_at`], which proves the bounds to the verifier.
+use aya_ebpf::programs::XdpContext;
+use synguard_common::Counter;
+
+pub const ETH_HLEN: usize = 14;
+pub const VLAN_HLEN: usize = 4;
+/// Ethernet header plus two VLAN tags.
+pub const MAX_L2_LEN: usize = ETH_HLEN + 2 * VLAN_HLEN;
+pub const IPV4_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
+pub const TCP_HLEN: usize = 20;
+pub const TCP_MAX_HLEN: usize = 60;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_TCP: u8 = 6;
+const IPV4_MF_OFFSET_MASK: u16 = 0x3fff;
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_DEST: u8 = 60;
+/// Extension headers walked before giving up (the packet then goes to the kernel, counted).
+const MAX_IPV6_EXT_HEADERS: usize = 4;
+/// Keeps every offset far below the verifier's MAX_PACKET_OFF (0xffff).
+const MAX_OFFSET: usize = 0x3fff;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_ECE: u8 = 0x40;
+pub const TCP_CWR: u8 = 0x80;
+
+/// A bounds-checked pointer to a `T` at `offset` bytes into the packet.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    if offset > MAX_OFFSET {
+        return None;
+    }
+    let start = ctx.data();
+    if start + offset + core::mem::size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// Where the headers of a TCP segment start, and the few TCP fields the dispatcher needs.
+#[derive(Clone, Copy)]
+pub struct TcpPacket {
+    pub family: Family,
+    /// Ethernet plus VLAN tags: 14, 18 or 22.
+    pub l2_len: usize,
+    pub l4_off: usize,
+    /// TCP header length including options (data offset * 4), 20..=60.
+    pub tcp_len: usize,
+    pub flags: u8,
+    /// Destination port, host order.
+    pub dport: u16,
+}
+
+#[inline(always)]
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+/// Parses down to the TCP header. `Err` names the pass counter for everything that is not a
+/// complete, unfragmented TCP segment.
+#[inline(always)]
+pub fn parse_tcp(ctx: &XdpContext) -> Result<TcpPacket, Counter> {
+    let (l2_len, ethertype) = parse_l2(ctx)?;
+    let (family, l4_off, l3_end) = match ethertype {
+        ETH_P_IP => parse_ipv4(ctx, l2_len)?,
+        ETH_P_IPV6 => parse_ipv6(ctx, l2_len)?,
+        _ => return Err(Counter::PassNonIp),
+    };
+    let tcp = unsafe { &*ptr_at::<[u8; TCP_HLEN]>(ctx, l4_off).ok_or(Counter::MalformedTcp)? };
+    let tcp_len = usize::from(tcp[12] >> 4) * 4;
+    if tcp_len < TCP_HLEN || l4_off + tcp_len > l3_end {
+        return Err(Counter::MalformedTcp);
+    }
+    Ok(TcpPacket {
+        family,
+        l2_len,
+        l4_off,
+        tcp_len,
+        flags: tcp[13],
+        dport: be16(tcp, 2),
+    })
+}
+
+/// Returns the L2 header length and the ethertype after the VLAN tags.
+#[inline(always)]
+fn parse_l2(ctx: &XdpContext) -> Result<(usize, u16), Counter> {
+    let eth = unsafe { &*ptr_at::<[u8; ETH_HLEN]>(ctx, 0).ok_or(Counter::MalformedL2)? };
+    let mut ethertype = be16(eth, 12);
+    let mut l2_len = ETH_HLEN;
+    for _ in 0..2 {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        // A tag is TCI (2 bytes) then the next ethertype (2 bytes).
+        let tag = unsafe { &*ptr_at::<[u8; VLAN_HLEN]>(ctx, l2_len).ok_or(Counter::MalformedL2)? };
+        ethertype = be16(tag, 2);
+        l2_len += VLAN_HLEN;
+    }
+    Ok((l2_len, ethertype))
+}
+
+/// Returns (family, TCP offset, end of the IP datagram).
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Result<(Family, usize, usize), Counter> {
+    let ip = unsafe { &*ptr_at::<[u8; IPV4_HLEN]>(ctx, l3_off).ok_or(Counter::MalformedIpv4)? };
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total_len = usize::from(be16(ip, 2));
+    let packet_len = ctx.data_end() - ctx.data();
+    if ip[0] >> 4 != 4 || ihl < IPV4_HLEN || total_len < ihl || l3_off + total_len > packet_len {
+        return Err(Counter::MalformedIpv4);
+    }
+    if be16(ip, 6) & IPV4_MF_OFFSET_MASK != 0 {
+        return Err(Counter::PassFragment);
+    }
+    if ip[9] != IPPROTO_TCP {
+        return Err(Counter::PassNonTcp);
+    }
+    Ok((Family::V4, l3_off + ihl, l3_off + total_len))
+}
+
+/// Walks hop-by-hop, routing and destination-options headers (bounded) to the TCP header.
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<(Family, usize, usize), Counter> {
+    let ip = unsafe { &*ptr_at::<[u8; IPV6_HLEN]>(ctx, l3_off).ok_or(Counter::MalformedIpv6)? };
+    let end = l3_off + IPV6_HLEN + usize::from(be16(ip, 4));
+    if ip[0] >> 4 != 6 || end > ctx.data_end() - ctx.data() {
+        return Err(Counter::MalformedIpv6);
+    }
+    let mut next = ip[6];
+    let mut off = l3_off + IPV6_HLEN;
+    for walked in 0..=MAX_IPV6_EXT_HEADERS {
+        match next {
+            IPPROTO_TCP => return Ok((Family::V6, off, end)),
+            NEXTHDR_FRAGMENT => return Err(Counter::PassFragment),
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST if walked < MAX_IPV6_EXT_HEADERS => {
+                // Next header (1 byte), then length in 8-byte units not counting the first 8.
+                let ext = unsafe { &*ptr_at::<[u8; 2]>(ctx, off).ok_or(Counter::MalformedIpv6)? };
+                next = ext[0];
+                off += (usize::from(ext[1]) + 1) * 8;
+            }
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => break,
+            _ => return Err(Counter::PassNonTcp),
+        }
+    }
+    Err(Counter::MalformedIpv6)
+}

@@ -1,0 +1,293 @@
+//! Answers a SYN with a SYN-ACK whose sequence number is a SYN cookie, sent back with XDP_TX.
+//!
+//! The reply is assembled on the stack and written over the packet with `bpf_xdp_store_bytes`.
+//! When it is longer than the SYN (hping3's 54-byte SYNs have no options, the reply carries MSS),
+//! the packet grows at the head: XDP guarantees headroom, not tailroom (NOTES.md: growing the
+//! tail aborted most of a real flood). A shorter reply trims the tail.
+use aya_ebpf::{
+    bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
+    cty::c_void,
+    helpers::generated::{
+        bpf_ktime_get_ns, bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6,
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
+    programs::XdpContext,
+};
+use synguard_common::{Counter, DatapathConfig};
+
+use crate::{
+    csum,
+    maps::config,
+    options::{SYN_BUF_LEN, SynHeader, WSCALE_NONE},
+    parse::{
+        Family, IPV4_HLEN, IPV6_HLEN, MAX_L2_LEN, TCP_ACK, TCP_CWR, TCP_ECE, TCP_HLEN,
+        TCP_MAX_HLEN, TCP_SYN, TcpPacket, ptr_at,
+    },
+};
+
+const IPPROTO_TCP: u8 = 6;
+/// Room for the Ethernet header and two VLAN tags, rounded up to a power of two for [`load`].
+const L2_BUF_LEN: usize = 32;
+const IPV4_DF: u8 = 0x40;
+/// MSS (4) + SACK-perm/NOP-NOP and timestamps (12) + NOP and window scale (4).
+const REPLY_MAX_OPTIONS: usize = 20;
+const REPLY_TCP_MAX_LEN: usize = TCP_HLEN + REPLY_MAX_OPTIONS;
+/// Timestamp cookie layout shared with the kernel (net/ipv4/syncookies.c): the low 6 bits of
+/// TSval carry the client's options, SYNPROXY reads them back from the TSecr of the ACK.
+const TS_OPT_SACK: u32 = 1 << 4;
+const TS_OPT_ECN: u32 = 1 << 5;
+const TS_OPT_MASK: u32 = 0x3f;
+
+/// Builds and emits the SYN-ACK. Returns the XDP action and the counter for it.
+#[inline(always)]
+pub fn answer_syn(ctx: &XdpContext, pkt: &TcpPacket) -> (u32, Counter) {
+    match build_and_emit(ctx, pkt) {
+        Some(()) => (xdp_action::XDP_TX, Counter::SynCookieSent),
+        None => (xdp_action::XDP_ABORTED, Counter::Aborted),
+    }
+}
+
+#[inline(always)]
+fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket) -> Option<()> {
+    let tcp_len = pkt.tcp_len as u32;
+    if !(TCP_HLEN as u32..=TCP_MAX_HLEN as u32).contains(&tcp_len) {
+        return None;
+    }
+    let mut syn = SynHeader::new(tcp_len);
+    load(ctx, pkt.l4_off, &mut syn.bytes, tcp_len)?;
+    syn.scan_options();
+    if syn.malformed {
+        crate::counters::count(Counter::MalformedTcpOptions);
+    }
+
+    let l2_len = pkt.l2_len as u32;
+    if l2_len as usize > MAX_L2_LEN {
+        return None;
+    }
+    let mut l2 = [0u8; L2_BUF_LEN];
+    load(ctx, 0, &mut l2, l2_len)?;
+    // Back to the sender: swap destination and source MAC, keep VLAN tags and ethertype.
+    for i in 0..6 {
+        l2.swap(i, i + 6);
+    }
+
+    let cfg = config();
+    let l3_off = pkt.l2_len;
+    let mut ip = [0u8; IPV6_HLEN];
+    let (cookie, ip_len, mss) = match pkt.family {
+        Family::V4 => {
+            let hdr = ptr_at::<[u8; IPV4_HLEN]>(ctx, l3_off)?;
+            // SAFETY: hdr is bounds-checked; the helper reads the 20-byte header and our copy
+            // of the TCP header (its length equals the data offset, as the helper requires).
+            let cookie = unsafe {
+                bpf_tcp_raw_gen_syncookie_ipv4(
+                    hdr as *mut iphdr,
+                    syn.bytes.as_mut_ptr() as *mut tcphdr,
+                    bounded_len::<SYN_BUF_LEN>(tcp_len),
+                )
+            };
+            ipv4_reply_header(&mut ip, unsafe { &*hdr }, &cfg, tcp_reply_len(&syn));
+            (cookie, IPV4_HLEN, cfg.mss4)
+        }
+        Family::V6 => {
+            let hdr = ptr_at::<[u8; IPV6_HLEN]>(ctx, l3_off)?;
+            // SAFETY: as above, with the 40-byte IPv6 header.
+            let cookie = unsafe {
+                bpf_tcp_raw_gen_syncookie_ipv6(
+                    hdr as *mut ipv6hdr,
+                    syn.bytes.as_mut_ptr() as *mut tcphdr,
+                    bounded_len::<SYN_BUF_LEN>(tcp_len),
+                )
+            };
+            ipv6_reply_header(&mut ip, unsafe { &*hdr }, &cfg, tcp_reply_len(&syn));
+            (cookie, IPV6_HLEN, cfg.mss6)
+        }
+    };
+    if cookie < 0 {
+        return None;
+    }
+
+    let mut tcp = [0u8; REPLY_TCP_MAX_LEN];
+    let tcp_reply_len = build_tcp(&mut tcp, &syn, cookie as u32, mss, cfg.wscale);
+    let pseudo = pseudo_header_sum(pkt.family, &ip, tcp_reply_len);
+    let check = csum::finish(csum::add(pseudo, &tcp));
+    tcp[16..18].copy_from_slice(&check.to_be_bytes());
+
+    resize(ctx, pkt.l2_len + ip_len + tcp_reply_len)?;
+    store(ctx, 0, &l2, l2_len)?;
+    store(ctx, pkt.l2_len, &ip, ip_len as u32)?;
+    store(ctx, pkt.l2_len + ip_len, &tcp, tcp_reply_len as u32)
+}
+
+/// Length of our TCP header: options depend only on what the client offered.
+#[inline(always)]
+fn tcp_reply_len(syn: &SynHeader) -> usize {
+    let mut len = TCP_HLEN + 4; // MSS
+    if syn.timestamp {
+        len += 12;
+        if syn.wscale != WSCALE_NONE {
+            len += 4;
+        }
+    }
+    len
+}
+
+/// Fills `tcp` (unused bytes stay zero, so the checksum may cover all of it) and returns the
+/// header length. Options follow the kernel's synproxy: MSS; with timestamps also SACK-perm (or
+/// two NOPs), timestamps carrying the option cookie, and window scale if the client sent one.
+#[inline(always)]
+fn build_tcp(
+    tcp: &mut [u8; REPLY_TCP_MAX_LEN],
+    syn: &SynHeader,
+    cookie: u32,
+    mss: u16,
+    wscale: u8,
+) -> usize {
+    let len = tcp_reply_len(syn);
+    let client_seq = u32::from_be_bytes([syn.bytes[4], syn.bytes[5], syn.bytes[6], syn.bytes[7]]);
+    // Ports swapped.
+    tcp[0..2].copy_from_slice(&syn.bytes[2..4]);
+    tcp[2..4].copy_from_slice(&syn.bytes[0..2]);
+    tcp[4..8].copy_from_slice(&cookie.to_be_bytes());
+    tcp[8..12].copy_from_slice(&client_seq.wrapping_add(1).to_be_bytes());
+    tcp[12] = ((len / 4) as u8) << 4;
+    tcp[13] = TCP_SYN | TCP_ACK;
+    // Window 0, as SYNPROXY does: the client must not send data before the kernel has opened the
+    // real connection; synproxy then sends the server's window.
+    tcp[20..24].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
+    if syn.timestamp {
+        let mut ts_cookie = (now_ms() & !TS_OPT_MASK) | u32::from(syn.wscale);
+        if syn.sack_permitted {
+            ts_cookie |= TS_OPT_SACK;
+            tcp[24..28].copy_from_slice(&[4, 2, 8, 10]);
+        } else {
+            tcp[24..28].copy_from_slice(&[1, 1, 8, 10]);
+        }
+        if syn.bytes[13] & (TCP_ECE | TCP_CWR) == TCP_ECE | TCP_CWR {
+            ts_cookie |= TS_OPT_ECN;
+            tcp[13] |= TCP_ECE;
+        }
+        tcp[28..32].copy_from_slice(&ts_cookie.to_be_bytes());
+        tcp[32..36].copy_from_slice(&syn.tsval.to_be_bytes());
+        if syn.wscale != WSCALE_NONE {
+            tcp[36..40].copy_from_slice(&[1, 3, 3, wscale]);
+        }
+    }
+    len
+}
+
+/// The kernel's TCP timestamp clock: milliseconds (tcp_clock_ms).
+#[inline(always)]
+fn now_ms() -> u32 {
+    // SAFETY: no arguments, no memory.
+    (unsafe { bpf_ktime_get_ns() } / 1_000_000) as u32
+}
+
+#[inline(always)]
+fn ipv4_reply_header(
+    ip: &mut [u8; IPV6_HLEN],
+    syn_ip: &[u8; IPV4_HLEN],
+    cfg: &DatapathConfig,
+    tcp_len: usize,
+) {
+    let total_len = (IPV4_HLEN + tcp_len) as u16;
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
+    ip[6] = IPV4_DF;
+    ip[8] = cfg.ttl;
+    ip[9] = IPPROTO_TCP;
+    ip[12..16].copy_from_slice(&syn_ip[16..20]);
+    ip[16..20].copy_from_slice(&syn_ip[12..16]);
+    let check = csum::finish(csum::add(0, &ip[..IPV4_HLEN]));
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+}
+
+/// Extension headers of the SYN are not repeated: the reply is a plain IPv6 + TCP packet.
+#[inline(always)]
+fn ipv6_reply_header(
+    ip: &mut [u8; IPV6_HLEN],
+    syn_ip: &[u8; IPV6_HLEN],
+    cfg: &DatapathConfig,
+    tcp_len: usize,
+) {
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+    ip[6] = IPPROTO_TCP;
+    ip[7] = cfg.ttl;
+    ip[8..24].copy_from_slice(&syn_ip[24..40]);
+    ip[24..40].copy_from_slice(&syn_ip[8..24]);
+}
+
+/// Sum of the TCP pseudo header: addresses, protocol and TCP length.
+#[inline(always)]
+fn pseudo_header_sum(family: Family, ip: &[u8; IPV6_HLEN], tcp_len: usize) -> u64 {
+    let addrs = match family {
+        Family::V4 => &ip[12..20],
+        Family::V6 => &ip[8..40],
+    };
+    csum::add(u64::from(IPPROTO_TCP) + tcp_len as u64, addrs)
+}
+
+/// Makes the packet exactly `new_len` bytes: grow at the head, shrink at the tail.
+#[inline(always)]
+fn resize(ctx: &XdpContext, new_len: usize) -> Option<()> {
+    let delta = new_len as i32 - (ctx.data_end() - ctx.data()) as i32;
+    // SAFETY: plain helper calls on our own context; packet pointers are re-derived afterwards.
+    let err = unsafe {
+        if delta > 0 {
+            bpf_xdp_adjust_head(ctx.ctx, -delta)
+        } else if delta < 0 {
+            bpf_xdp_adjust_tail(ctx.ctx, delta)
+        } else {
+            0
+        }
+    };
+    (err == 0).then_some(())
+}
+
+/// Copies `len` packet bytes at `offset` into `buf`.
+#[inline(always)]
+fn load<const N: usize>(
+    ctx: &XdpContext,
+    offset: usize,
+    buf: &mut [u8; N],
+    len: u32,
+) -> Option<()> {
+    let len = bounded_len::<N>(len);
+    if len == 0 {
+        return None;
+    }
+    // SAFETY: the helper checks the packet bounds; buf holds at least len bytes.
+    let err =
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr() as *mut c_void, len) };
+    (err == 0).then_some(())
+}
+
+#[inline(always)]
+fn store<const N: usize>(ctx: &XdpContext, offset: usize, buf: &[u8; N], len: u32) -> Option<()> {
+    if len == 0 || len as usize > N {
+        return None;
+    }
+    // SAFETY: the helper checks the packet bounds and only reads len bytes of buf.
+    let err =
+        unsafe { bpf_xdp_store_bytes(ctx.ctx, offset as u32, buf.as_ptr() as *mut c_void, len) };
+    (err == 0).then_some(())
+}
+
+/// `len` with an upper bound the verifier can see: below `N`, a power of two. Callers' lengths
+/// are below `N` already (the parser bounds header lengths), so the mask changes nothing at run
+/// time.
+#[inline(always)]
+fn bounded_len<const N: usize>(len: u32) -> u32 {
+    const { assert!(N.is_power_of_two()) };
+    verifier_visible(len) & (N as u32 - 1)
+}
+
+/// Hides `value`'s range from LLVM so a bound applied after it stays in the bytecode. LLVM can
+/// prove a header length is in range from earlier checks and drop or fuse the re-check into a
+/// form the verifier cannot follow; the verifier rejects a helper size it cannot bound.
+#[inline(always)]
+fn verifier_visible(value: u32) -> u32 {
+    // SAFETY: reading a local.
+    unsafe { core::ptr::read_volatile(&value) }
+}
