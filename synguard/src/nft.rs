@@ -1,0 +1,459 @@
+//! synguard's own nftables table: untracked SYNs and cookie ACKs go to synproxy, which opens
+//! the real connection to the local listener.
+//!
+//! Built with the `nftables` crate's JSON schema and applied by `nft -j -f -` as one atomic
+//! transaction: either the whole table exists or none of it does.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::io::{self, Write as _};
+use std::process::{Command, Stdio};
+
+use nftables::expr::{
+    BinaryOperation, CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Range,
+};
+use nftables::helper::{self, NftablesError};
+use nftables::schema::{
+    Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue,
+    Table,
+};
+use nftables::stmt::{Match, Operator, Statement, SynProxy};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, SynProxyFlag};
+use serde_json::Value;
+use synguard_common::DatapathConfig;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::cli::PortSet;
+
+/// Found through PATH, like the `nftables` crate does.
+const NFT: &str = "nft";
+const TABLE: &str = "synguard";
+const FAMILY: NfFamily = NfFamily::INet;
+const PORTS_SET: &str = "ports";
+/// When nft fails here with ENOENT or EOPNOTSUPP, a kernel feature is missing.
+const INSTALLING: &str = "installing the synguard table";
+const PRIO_RAW: i32 = -300;
+const PRIO_FILTER: i32 = 0;
+
+#[derive(Debug, Error)]
+pub enum NftError {
+    #[error(
+        "the `nft` command was not found in PATH: install nftables (nft 0.9.3 or newer, with JSON support)"
+    )]
+    NftMissing,
+    #[error("running `nft`")]
+    Exec(#[source] io::Error),
+    #[error(
+        "table `inet {TABLE}` already exists: another synguard is running in this network namespace, or one crashed and left it behind (remove it with `nft delete table inet {TABLE}`)"
+    )]
+    TableExists,
+    #[error("nft failed while {doing}: {stderr}{hint}")]
+    Failed {
+        doing: &'static str,
+        stderr: String,
+        hint: &'static str,
+    },
+    #[error("unexpected output from `nft -j`")]
+    Output(#[source] NftablesError),
+}
+
+/// The installed table; dropping it deletes the table (logging, not failing, on error).
+pub struct SynproxyTable {
+    installed: bool,
+}
+
+impl SynproxyTable {
+    /// Creates `table inet synguard`. Fails, without touching it, if the table already exists:
+    /// replacing another instance's table would break that instance.
+    pub fn install(ports: &PortSet, config: &DatapathConfig) -> Result<Self, NftError> {
+        if table_exists()? {
+            return Err(NftError::TableExists);
+        }
+        apply(&ruleset(ports, config), INSTALLING)?;
+        info!("nftables table inet {TABLE} installed (synproxy on ports {ports})");
+        Ok(Self { installed: true })
+    }
+
+    /// Deletes the table. Succeeds if someone else already deleted it.
+    pub fn remove(mut self) -> Result<(), NftError> {
+        self.installed = false;
+        delete_table()
+    }
+}
+
+impl Drop for SynproxyTable {
+    fn drop(&mut self) {
+        if self.installed
+            && let Err(e) = delete_table()
+        {
+            warn!("could not delete nftables table inet {TABLE}: {e}");
+        }
+    }
+}
+
+fn delete_table() -> Result<(), NftError> {
+    let delete = Nftables {
+        objects: vec![NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(
+            table(),
+        )))]
+        .into(),
+    };
+    match apply(&delete, "deleting the synguard table") {
+        Ok(()) => {
+            info!("nftables table inet {TABLE} deleted");
+            Ok(())
+        }
+        Err(_) if !table_exists()? => {
+            warn!("nftables table inet {TABLE} was already gone");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn table_exists() -> Result<bool, NftError> {
+    let listed = helper::get_current_ruleset_with_args(Some(NFT), ["list", "tables", "inet"])
+        .map_err(|e| nft_error(e, "listing tables"))?;
+    Ok(listed.objects.iter().any(
+        |object| matches!(object, NfObject::ListObject(NfListObject::Table(t)) if t.name == TABLE),
+    ))
+}
+
+/// Runs `nft -j -f -` with the batch on stdin. Not `helper::apply_ruleset`: in nftables
+/// 0.6.3 it leaves nft's stderr attached to ours and reports an empty message, so the
+/// daemon could neither keep its error on one line nor say why nft refused.
+fn apply(ruleset: &Nftables<'_>, doing: &'static str) -> Result<(), NftError> {
+    let json = to_nft_json(ruleset).to_string();
+    let mut child = Command::new(NFT)
+        .args(["-j", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(exec_error)?;
+    let written = child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(json.as_bytes());
+    // Wait even if the write failed, so no zombie is left; nft's exit status explains more
+    // than a broken pipe.
+    let output = child.wait_with_output().map_err(exec_error)?;
+    if !output.status.success() {
+        return Err(failed(doing, &String::from_utf8_lossy(&output.stderr)));
+    }
+    written.map_err(exec_error)
+}
+
+fn exec_error(err: io::Error) -> NftError {
+    if err.kind() == io::ErrorKind::NotFound {
+        NftError::NftMissing
+    } else {
+        NftError::Exec(err)
+    }
+}
+
+/// nft's only error channel is its text; the hints name the usual causes.
+fn failed(doing: &'static str, stderr: &str) -> NftError {
+    let hint = if stderr.contains("Operation not permitted") {
+        " (run as root or with CAP_NET_ADMIN)"
+    } else if doing == INSTALLING
+        && (stderr.contains("No such file or directory")
+            || stderr.contains("Operation not supported"))
+    {
+        " (the kernel may lack nftables synproxy or conntrack support: nft_synproxy, nft_ct, nf_conntrack)"
+    } else {
+        ""
+    };
+    NftError::Failed {
+        doing,
+        stderr: one_line(stderr),
+        hint,
+    }
+}
+
+fn nft_error(err: NftablesError, doing: &'static str) -> NftError {
+    match err {
+        NftablesError::NftExecution { inner, .. } => exec_error(inner),
+        NftablesError::NftFailed { stderr, .. } => failed(doing, &stderr),
+        other => NftError::Output(other),
+    }
+}
+
+/// nft prints multi-line diagnostics; the daemon's errors are one line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// Serializes for `nft -j`, fixing nftables 0.6.3's `Statement::Notrack`, which serializes
+/// as the bare string `"notrack"` where nft expects `{"notrack": null}` (nft rejects the
+/// string: "Unexpected expr array element of type string, expected object").
+fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
+    let mut json = serde_json::to_value(ruleset).expect("nftables schema types serialize");
+    if let Some(objects) = json.get_mut("nftables").and_then(Value::as_array_mut) {
+        for object in objects {
+            let Some(rule) = object.pointer_mut("/add/rule") else {
+                continue;
+            };
+            let Some(statements) = rule.get_mut("expr").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for statement in statements {
+                if statement.as_str() == Some("notrack") {
+                    *statement = serde_json::json!({ "notrack": null });
+                }
+            }
+        }
+    }
+    json
+}
+
+/// The whole table, as one batch:
+///
+/// ```text
+/// table inet synguard {
+///   set ports { type inet_service; flags interval; elements = { ... } }
+///   chain prerouting { type filter hook prerouting priority raw;
+///     tcp dport @ports tcp flags & (fin|syn|rst|ack) == syn notrack }
+///   chain input { type filter hook input priority filter;
+///     meta nfproto ipv4 tcp dport @ports ct state invalid,untracked synproxy mss MSS4 wscale W timestamp sack-perm
+///     meta nfproto ipv6 tcp dport @ports ct state invalid,untracked synproxy mss MSS6 wscale W timestamp sack-perm
+///     tcp dport @ports ct state invalid drop }
+/// }
+/// ```
+///
+/// SYNs that reach the stack (XDP passed them, or an interface without XDP) stay untracked
+/// so synproxy answers them; a cookie ACK has no conntrack entry, is `invalid` (with
+/// `nf_conntrack_tcp_loose=0`) and synproxy turns it into a connection. Anything else
+/// invalid on these ports is dropped; other ports are untouched.
+fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
+    let elements = ports
+        .ranges()
+        .iter()
+        .map(|r| {
+            if r.start() == r.end() {
+                number(*r.start())
+            } else {
+                Expression::Range(Box::new(Range {
+                    range: [number(*r.start()), number(*r.end())],
+                }))
+            }
+        })
+        .collect::<Vec<_>>();
+
+    let add = |object| NfObject::CmdObject(NfCmd::Add(object));
+    let objects = vec![
+        // `create` fails if the table appeared since `table_exists`, rather than merging.
+        NfObject::CmdObject(NfCmd::Create(NfListObject::Table(table()))),
+        add(NfListObject::Set(Box::new(Set {
+            family: FAMILY,
+            table: TABLE.into(),
+            name: PORTS_SET.into(),
+            set_type: SetTypeValue::Single(SetType::InetService),
+            flags: Some(HashSet::from([SetFlag::Interval])),
+            elem: Some(elements.into()),
+            ..Set::default()
+        }))),
+        add(base_chain("prerouting", NfHook::Prerouting, PRIO_RAW)),
+        add(base_chain("input", NfHook::Input, PRIO_FILTER)),
+        add(rule(
+            "prerouting",
+            vec![dport_protected(), bare_syn(), Statement::Notrack],
+        )),
+        add(rule(
+            "input",
+            synproxy_rule("ipv4", config.mss4, config.wscale),
+        )),
+        add(rule(
+            "input",
+            synproxy_rule("ipv6", config.mss6, config.wscale),
+        )),
+        add(rule(
+            "input",
+            vec![
+                dport_protected(),
+                ct_state(Expression::String("invalid".into())),
+                Statement::Drop(None),
+            ],
+        )),
+    ];
+    Nftables {
+        objects: objects.into(),
+    }
+}
+
+fn table() -> Table<'static> {
+    Table {
+        family: FAMILY,
+        name: TABLE.into(),
+        handle: None,
+    }
+}
+
+fn base_chain(name: &'static str, hook: NfHook, prio: i32) -> NfListObject<'static> {
+    NfListObject::Chain(Chain {
+        family: FAMILY,
+        table: TABLE.into(),
+        name: name.into(),
+        _type: Some(NfChainType::Filter),
+        hook: Some(hook),
+        prio: Some(prio),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    })
+}
+
+fn rule(chain: &'static str, statements: Vec<Statement<'static>>) -> NfListObject<'static> {
+    NfListObject::Rule(Rule {
+        family: FAMILY,
+        table: TABLE.into(),
+        chain: chain.into(),
+        expr: statements.into(),
+        ..Rule::default()
+    })
+}
+
+/// `meta nfproto FAMILY tcp dport @ports ct state invalid,untracked synproxy ...`: one rule
+/// per address family because the MSS differs.
+fn synproxy_rule(nfproto: &'static str, mss: u16, wscale: u8) -> Vec<Statement<'static>> {
+    vec![
+        matches(
+            Expression::Named(NamedExpression::Meta(Meta {
+                key: MetaKey::Nfproto,
+            })),
+            Expression::String(nfproto.into()),
+        ),
+        dport_protected(),
+        ct_state(Expression::List(vec![
+            Expression::String("invalid".into()),
+            Expression::String("untracked".into()),
+        ])),
+        Statement::SynProxy(SynProxy {
+            mss: Some(u32::from(mss)),
+            wscale: Some(u32::from(wscale)),
+            flags: Some(HashSet::from([
+                SynProxyFlag::Timestamp,
+                SynProxyFlag::SackPerm,
+            ])),
+        }),
+    ]
+}
+
+/// `tcp dport @ports`
+fn dport_protected() -> Statement<'static> {
+    matches(
+        tcp_field("dport"),
+        Expression::String(format!("@{PORTS_SET}").into()),
+    )
+}
+
+/// `tcp flags & (fin|syn|rst|ack) == syn`: a SYN without ACK, RST or FIN, whatever ECN/PSH/URG
+/// say.
+fn bare_syn() -> Statement<'static> {
+    let mask = ["fin", "syn", "rst", "ack"]
+        .into_iter()
+        .map(|flag| Expression::String(flag.into()))
+        .collect();
+    matches(
+        Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+            tcp_field("flags"),
+            Expression::List(mask),
+        ))),
+        Expression::String("syn".into()),
+    )
+}
+
+/// `ct state STATES`
+fn ct_state(states: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::CT(CT {
+            key: "state".into(),
+            family: None,
+            dir: None,
+        })),
+        right: states,
+        op: Operator::IN,
+    })
+}
+
+fn tcp_field(field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: Cow::Borrowed("tcp"),
+            field: field.into(),
+        },
+    )))
+}
+
+fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
+}
+
+fn number(port: u16) -> Expression<'static> {
+    Expression::Number(u32::from(port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ruleset_json_is_what_nft_expects() {
+        let ports = PortSet::new(&[8080..=8080, 9000..=9010]);
+        let json = to_nft_json(&ruleset(&ports, &DatapathConfig::DEFAULT));
+        let objects = json["nftables"].as_array().unwrap();
+        assert_eq!(
+            objects[0],
+            json!({"create": {"table": {"family": "inet", "name": "synguard"}}})
+        );
+        assert_eq!(
+            objects[1]["add"]["set"]["elem"],
+            json!([8080, {"range": [9000, 9010]}])
+        );
+        assert_eq!(objects[1]["add"]["set"]["flags"], json!(["interval"]));
+        assert_eq!(objects[2]["add"]["chain"]["prio"], json!(-300));
+        assert_eq!(objects[3]["add"]["chain"]["hook"], json!("input"));
+
+        let prerouting = &objects[4]["add"]["rule"]["expr"];
+        assert_eq!(
+            prerouting[1],
+            json!({"match": {"op": "==", "right": "syn", "left": {"&": [
+                {"payload": {"protocol": "tcp", "field": "flags"}},
+                ["fin", "syn", "rst", "ack"]
+            ]}}})
+        );
+        assert_eq!(prerouting[2], json!({"notrack": null}));
+
+        let v4 = &objects[5]["add"]["rule"]["expr"];
+        assert_eq!(v4[0]["match"]["right"], json!("ipv4"));
+        assert_eq!(v4[1]["match"]["right"], json!("@ports"));
+        assert_eq!(v4[2]["match"]["op"], json!("in"));
+        assert_eq!(v4[3]["synproxy"]["mss"], json!(1460));
+        assert_eq!(v4[3]["synproxy"]["wscale"], json!(7));
+        let v6 = &objects[6]["add"]["rule"]["expr"];
+        assert_eq!(v6[0]["match"]["right"], json!("ipv6"));
+        assert_eq!(v6[3]["synproxy"]["mss"], json!(1440));
+        let drop = &objects[7]["add"]["rule"]["expr"];
+        assert_eq!(drop[2], json!({"drop": null}));
+    }
+
+    #[test]
+    fn nft_errors_become_one_line() {
+        assert_eq!(
+            one_line(
+                "Error: Could not process rule: No such file or directory\n\nadd rule ...\n   ^^^\n"
+            ),
+            "Error: Could not process rule: No such file or directory | add rule ... | ^^^"
+        );
+    }
+}

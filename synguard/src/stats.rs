@@ -1,0 +1,113 @@
+//! Periodic log lines from the datapath's per-CPU counters (no per-packet logging).
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use aya::maps::{MapData, MapError, PerCpuArray};
+use synguard_common::Counter;
+use tracing::{info, warn};
+
+pub struct Stats<'a> {
+    map: &'a PerCpuArray<MapData, u64>,
+    last: Vec<u64>,
+    last_at: Instant,
+}
+
+impl<'a> Stats<'a> {
+    pub fn new(map: &'a PerCpuArray<MapData, u64>) -> Self {
+        Self {
+            map,
+            last: vec![0; Counter::ALL.len()],
+            last_at: Instant::now(),
+        }
+    }
+
+    /// Logs one line with the per-second rate of each counter that moved since the last call.
+    pub fn log_rates(&mut self) {
+        let now = read(self.map);
+        let now = match now {
+            Ok(values) => values,
+            Err(e) => {
+                warn!("stats: reading {}: {e}", synguard_common::MAP_COUNTERS);
+                return;
+            }
+        };
+        let at = Instant::now();
+        let seconds = at.duration_since(self.last_at).as_secs_f64();
+        let deltas = now.iter().zip(&self.last).map(|(n, l)| n.wrapping_sub(*l));
+        let line = format_nonzero(deltas, |delta| format_rate(delta as f64 / seconds));
+        info!("stats: {}", line.as_deref().unwrap_or("no packets"));
+        self.last = now;
+        self.last_at = at;
+    }
+
+    /// Logs one line with the totals since start, as of the last [`Self::log_rates`].
+    pub fn log_totals(&self) {
+        let line = format_nonzero(self.last.iter().copied(), |total| total.to_string());
+        info!("stats total: {}", line.as_deref().unwrap_or("no packets"));
+    }
+}
+
+/// Current value of every counter, summed over CPUs.
+fn read(map: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>, MapError> {
+    Counter::ALL
+        .iter()
+        .map(|&counter| {
+            let per_cpu = map.get(&(counter as u32), 0)?;
+            Ok(per_cpu.iter().fold(0u64, |sum, v| sum.wrapping_add(*v)))
+        })
+        .collect()
+}
+
+/// `name=value` for each non-zero counter, in [`Counter::ALL`] order; `None` if all are zero.
+fn format_nonzero(
+    values: impl Iterator<Item = u64>,
+    show: impl Fn(u64) -> String,
+) -> Option<String> {
+    let mut line = String::new();
+    for (counter, value) in Counter::ALL.iter().zip(values) {
+        if value != 0 {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            let _infallible = write!(line, "{}={}", counter.name(), show(value));
+        }
+    }
+    (!line.is_empty()).then_some(line)
+}
+
+/// Whole numbers once rates are large; one decimal below 10/s so a trickle is not shown as 0.
+fn format_rate(per_second: f64) -> String {
+    if per_second >= 10.0 {
+        format!("{per_second:.0}/s")
+    } else {
+        format!("{per_second:.1}/s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_nonzero_counters_are_shown() {
+        let mut values = vec![0u64; Counter::ALL.len()];
+        values[Counter::Packets as usize] = 6000;
+        values[Counter::SynCookieSent as usize] = 5000;
+        let line = format_nonzero(values.iter().copied(), |v| format_rate(v as f64 / 5.0));
+        assert_eq!(
+            line.as_deref(),
+            Some("packets=1200/s syn_cookie_sent=1000/s")
+        );
+        assert_eq!(
+            format_nonzero([0u64; 3].into_iter(), |v| v.to_string()),
+            None
+        );
+    }
+
+    #[test]
+    fn small_rates_keep_a_decimal() {
+        assert_eq!(format_rate(0.6), "0.6/s");
+        assert_eq!(format_rate(12.4), "12/s");
+    }
+}
