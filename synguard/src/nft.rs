@@ -10,7 +10,8 @@ use std::io::{self, Write as _};
 use std::process::{Command, Stdio};
 
 use nftables::expr::{
-    BinaryOperation, CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Range,
+    BinaryOperation, CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression,
+    Payload, PayloadField, Range,
 };
 use nftables::helper::{self, NftablesError};
 use nftables::schema::{
@@ -219,11 +220,13 @@ fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
 /// table inet synguard {
 ///   set ports { type inet_service; flags interval; elements = { ... } }
 ///   chain prerouting { type filter hook prerouting priority raw;
-///     tcp dport @ports tcp flags & (fin|syn|rst|ack) == syn notrack }
+///     iifname != "lo" tcp dport @ports tcp flags & (fin|syn|rst|ack) == syn notrack }
+///   chain output { type filter hook output priority raw;
+///     tcp dport @ports tcp flags & (fin|syn|rst|ack) == ack fib saddr type != local notrack }
 ///   chain input { type filter hook input priority filter;
-///     meta nfproto ipv4 tcp dport @ports ct state invalid,untracked synproxy mss MSS4 wscale W timestamp sack-perm
-///     meta nfproto ipv6 tcp dport @ports ct state invalid,untracked synproxy mss MSS6 wscale W timestamp sack-perm
-///     tcp dport @ports ct state invalid drop }
+///     iifname != "lo" meta nfproto ipv4 tcp dport @ports ct state invalid,untracked synproxy mss MSS4 wscale W timestamp sack-perm
+///     iifname != "lo" meta nfproto ipv6 tcp dport @ports ct state invalid,untracked synproxy mss MSS6 wscale W timestamp sack-perm
+///     iifname != "lo" tcp dport @ports ct state invalid drop }
 /// }
 /// ```
 ///
@@ -231,6 +234,21 @@ fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
 /// so synproxy answers them; a cookie ACK has no conntrack entry, is `invalid` (with
 /// `nf_conntrack_tcp_loose=0`) and synproxy turns it into a connection. Anything else
 /// invalid on these ports is dropped; other ports are untouched.
+///
+/// The output rule fixes a stall of the stock synproxy rules. Synproxy completes the
+/// handshake with the listener by sending it an ACK from the client's address. That ACK leaves
+/// through POSTROUTING as an original-direction packet of the now-established conntrack entry,
+/// where synproxy's timestamp translation adds `tsoff` to a TSecr that is already in the
+/// listener's clock: the listener gets a TSecr it never sent. Since Linux 6.14 ("tcp: be less
+/// liberal in TSEcr received while in SYN_RECV state") the listener drops it
+/// (TcpExtTSEcrRejected) and answers with a challenge ACK. The connection then opens only with
+/// the client's next segment, and not at all (until the listener's SYN-ACK retransmit, 1 s) when
+/// the server speaks first or when the millisecond clock ticked between the SYN-ACK and the
+/// challenge ACK (the client then echoes a TSval outside the SYN-ACK range: ~1% of
+/// connections, measured as 1.65 s stalls). Leaving that ACK untracked keeps the translation
+/// away from it. It is the only locally generated packet to a protected port with a foreign
+/// source address and ACK alone; it comes back in on `lo`, hence the loopback exemptions, which
+/// also leave host-local clients to the plain stack (no XDP, conntrack as usual).
 fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
     let elements = ports
         .ranges()
@@ -260,10 +278,25 @@ fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
             ..Set::default()
         }))),
         add(base_chain("prerouting", NfHook::Prerouting, PRIO_RAW)),
+        add(base_chain("output", NfHook::Output, PRIO_RAW)),
         add(base_chain("input", NfHook::Input, PRIO_FILTER)),
         add(rule(
             "prerouting",
-            vec![dport_protected(), bare_syn(), Statement::Notrack],
+            vec![
+                not_loopback(),
+                dport_protected(),
+                only_flag("syn"),
+                Statement::Notrack,
+            ],
+        )),
+        add(rule(
+            "output",
+            vec![
+                dport_protected(),
+                only_flag("ack"),
+                saddr_not_local(),
+                Statement::Notrack,
+            ],
         )),
         add(rule(
             "input",
@@ -276,6 +309,7 @@ fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
         add(rule(
             "input",
             vec![
+                not_loopback(),
                 dport_protected(),
                 ct_state(Expression::String("invalid".into())),
                 Statement::Drop(None),
@@ -322,6 +356,7 @@ fn rule(chain: &'static str, statements: Vec<Statement<'static>>) -> NfListObjec
 /// per address family because the MSS differs.
 fn synproxy_rule(nfproto: &'static str, mss: u16, wscale: u8) -> Vec<Statement<'static>> {
     vec![
+        not_loopback(),
         matches(
             Expression::Named(NamedExpression::Meta(Meta {
                 key: MetaKey::Nfproto,
@@ -352,9 +387,9 @@ fn dport_protected() -> Statement<'static> {
     )
 }
 
-/// `tcp flags & (fin|syn|rst|ack) == syn`: a SYN without ACK, RST or FIN, whatever ECN/PSH/URG
-/// say.
-fn bare_syn() -> Statement<'static> {
+/// `tcp flags & (fin|syn|rst|ack) == FLAG`: of the four, only FLAG is set, whatever
+/// ECN/PSH/URG say.
+fn only_flag(flag: &'static str) -> Statement<'static> {
     let mask = ["fin", "syn", "rst", "ack"]
         .into_iter()
         .map(|flag| Expression::String(flag.into()))
@@ -364,8 +399,31 @@ fn bare_syn() -> Statement<'static> {
             tcp_field("flags"),
             Expression::List(mask),
         ))),
-        Expression::String("syn".into()),
+        Expression::String(flag.into()),
     )
+}
+
+/// `iifname != "lo"`
+fn not_loopback() -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::Meta(Meta {
+            key: MetaKey::Iifname,
+        })),
+        right: Expression::String("lo".into()),
+        op: Operator::NEQ,
+    })
+}
+
+/// `fib saddr type != local`
+fn saddr_not_local() -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::Fib(Fib {
+            result: FibResult::Type,
+            flags: HashSet::from([FibFlag::Saddr]),
+        })),
+        right: Expression::String("local".into()),
+        op: Operator::NEQ,
+    })
 }
 
 /// `ct state STATES`
@@ -422,29 +480,44 @@ mod tests {
         );
         assert_eq!(objects[1]["add"]["set"]["flags"], json!(["interval"]));
         assert_eq!(objects[2]["add"]["chain"]["prio"], json!(-300));
-        assert_eq!(objects[3]["add"]["chain"]["hook"], json!("input"));
+        assert_eq!(objects[3]["add"]["chain"]["hook"], json!("output"));
+        assert_eq!(objects[4]["add"]["chain"]["hook"], json!("input"));
 
-        let prerouting = &objects[4]["add"]["rule"]["expr"];
-        assert_eq!(
-            prerouting[1],
-            json!({"match": {"op": "==", "right": "syn", "left": {"&": [
+        let not_lo =
+            json!({"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "lo"}});
+        let only = |flag: &str| {
+            json!({"match": {"op": "==", "right": flag, "left": {"&": [
                 {"payload": {"protocol": "tcp", "field": "flags"}},
                 ["fin", "syn", "rst", "ack"]
             ]}}})
-        );
-        assert_eq!(prerouting[2], json!({"notrack": null}));
+        };
+        let prerouting = &objects[5]["add"]["rule"]["expr"];
+        assert_eq!(prerouting[0], not_lo);
+        assert_eq!(prerouting[2], only("syn"));
+        assert_eq!(prerouting[3], json!({"notrack": null}));
 
-        let v4 = &objects[5]["add"]["rule"]["expr"];
-        assert_eq!(v4[0]["match"]["right"], json!("ipv4"));
-        assert_eq!(v4[1]["match"]["right"], json!("@ports"));
-        assert_eq!(v4[2]["match"]["op"], json!("in"));
-        assert_eq!(v4[3]["synproxy"]["mss"], json!(1460));
-        assert_eq!(v4[3]["synproxy"]["wscale"], json!(7));
-        let v6 = &objects[6]["add"]["rule"]["expr"];
-        assert_eq!(v6[0]["match"]["right"], json!("ipv6"));
-        assert_eq!(v6[3]["synproxy"]["mss"], json!(1440));
-        let drop = &objects[7]["add"]["rule"]["expr"];
-        assert_eq!(drop[2], json!({"drop": null}));
+        let output = &objects[6]["add"]["rule"]["expr"];
+        assert_eq!(output[1], only("ack"));
+        assert_eq!(
+            output[2],
+            json!({"match": {"op": "!=", "right": "local",
+                "left": {"fib": {"result": "type", "flags": ["saddr"]}}}})
+        );
+        assert_eq!(output[3], json!({"notrack": null}));
+
+        let v4 = &objects[7]["add"]["rule"]["expr"];
+        assert_eq!(v4[0], not_lo);
+        assert_eq!(v4[1]["match"]["right"], json!("ipv4"));
+        assert_eq!(v4[2]["match"]["right"], json!("@ports"));
+        assert_eq!(v4[3]["match"]["op"], json!("in"));
+        assert_eq!(v4[4]["synproxy"]["mss"], json!(1460));
+        assert_eq!(v4[4]["synproxy"]["wscale"], json!(7));
+        let v6 = &objects[8]["add"]["rule"]["expr"];
+        assert_eq!(v6[1]["match"]["right"], json!("ipv6"));
+        assert_eq!(v6[4]["synproxy"]["mss"], json!(1440));
+        let drop = &objects[9]["add"]["rule"]["expr"];
+        assert_eq!(drop[0], not_lo);
+        assert_eq!(drop[3], json!({"drop": null}));
     }
 
     #[test]
