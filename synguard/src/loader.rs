@@ -51,11 +51,12 @@ pub enum LoaderError {
     /// The log is kept apart from the message so that the error stays one line; `main`
     /// prints the log before it.
     #[error(
-        "the kernel verifier rejected XDP program `{PROGRAM_NAME}` ({io_error}); the verifier log is printed above"
+        "the kernel verifier rejected XDP program `{PROGRAM_NAME}` ({io_error}){hint}; the verifier log is printed above"
     )]
     Verifier {
         io_error: io::Error,
         verifier_log: String,
+        hint: &'static str,
     },
     #[error("loading XDP program `{PROGRAM_NAME}`")]
     Load(#[source] ProgramError),
@@ -175,9 +176,11 @@ impl Datapath {
                         action: "loading the XDP program",
                     }
                 } else {
+                    let verifier_log = verifier_log.to_string();
                     LoaderError::Verifier {
                         io_error,
-                        verifier_log: verifier_log.to_string(),
+                        hint: verifier_hint(&verifier_log),
+                        verifier_log,
                     }
                 }
             }
@@ -312,9 +315,28 @@ fn port_bitmap(ports: &PortSet) -> Vec<u64> {
     words
 }
 
+/// Names the usual cause when the log shows one: an old kernel lacks a helper.
+fn verifier_hint(verifier_log: &str) -> &'static str {
+    if verifier_log.contains("unknown func") || verifier_log.contains("invalid func") {
+        ": this kernel lacks a BPF helper synguard needs (bpf_tcp_raw_gen_syncookie_ipv4/6, \
+         bpf_tcp_raw_check_syncookie_ipv4/6 or bpf_loop: Linux 6.0 or newer)"
+    } else {
+        ""
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_helpers_are_named() {
+        assert!(
+            verifier_hint("0: (85) call unknown#204\ninvalid func unknown#204")
+                .contains("Linux 6.0")
+        );
+        assert_eq!(verifier_hint("R4 invalid zero-sized read"), "");
+    }
 
     #[test]
     fn bitmap_sets_one_bit_per_port() {
