@@ -56,7 +56,7 @@ const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 8);
 macro_rules! counters {
     ($($variant:ident = $name:literal: $doc:literal,)+) => {
         /// Index into [`MAP_COUNTERS`]. Every packet the program sees is counted in `Packets`
-        /// and in exactly one outcome slot.
+        /// and in exactly one outcome slot; `MalformedTcpOptions` is counted in addition.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum Counter {
