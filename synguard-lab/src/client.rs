@@ -1,0 +1,299 @@
+//! The legitimate client: sequential connections from the client namespace, each reading the
+//! server's payload and checking it byte for byte, with per-connection timings.
+
+use std::io::Read as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::netns::{Netns, join};
+use crate::server::payload;
+
+/// What the client does.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub target: SocketAddr,
+    /// Size of the server's payload.
+    pub payload_len: usize,
+    /// Connections to make (the client also stops when told to).
+    pub connections: usize,
+    /// Bind each connection to the next port of this range (round robin, SO_REUSEADDR).
+    pub source_ports: Option<RangeInclusive<u16>>,
+    pub connect_timeout: Duration,
+    /// Read timeout while downloading.
+    pub io_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(target: SocketAddr, payload_len: usize, connections: usize) -> Self {
+        Self {
+            target,
+            payload_len,
+            connections,
+            source_ports: None,
+            connect_timeout: Duration::from_secs(3),
+            io_timeout: Duration::from_secs(5),
+        }
+    }
+
+    pub fn source_ports(mut self, ports: RangeInclusive<u16>) -> Self {
+        self.source_ports = Some(ports);
+        self
+    }
+}
+
+/// Timings of one successful connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// From connect() to established.
+    pub connect: Duration,
+    /// From connect() to the server's FIN after the whole payload.
+    pub total: Duration,
+}
+
+/// The outcome of a client run.
+#[derive(Clone, Debug, Default)]
+pub struct ClientReport {
+    pub samples: Vec<Sample>,
+    /// One message per failed connection.
+    pub failures: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl ClientReport {
+    pub fn successes(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.samples.len() + self.failures.len()
+    }
+
+    pub fn success_percent(&self) -> f64 {
+        if self.attempts() == 0 {
+            return 0.0;
+        }
+        100.0 * self.successes() as f64 / self.attempts() as f64
+    }
+
+    /// The `p`-th percentile (0–100) of `metric` over successful connections.
+    pub fn percentile(&self, metric: fn(&Sample) -> Duration, p: f64) -> Duration {
+        let mut values: Vec<Duration> = self.samples.iter().map(metric).collect();
+        values.sort_unstable();
+        if values.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+        values[rank.min(values.len() - 1)]
+    }
+
+    pub fn max(&self, metric: fn(&Sample) -> Duration) -> Duration {
+        self.samples.iter().map(metric).max().unwrap_or_default()
+    }
+
+    /// Connections where `metric` exceeded `limit`.
+    pub fn slower_than(&self, metric: fn(&Sample) -> Duration, limit: Duration) -> usize {
+        self.samples.iter().filter(|s| metric(s) > limit).count()
+    }
+
+    /// A histogram of `metric` in power-of-two millisecond buckets.
+    pub fn distribution(&self, metric: fn(&Sample) -> Duration) -> String {
+        const BOUNDS_MS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 200, 500, 1000, 2000];
+        let mut counts = [0usize; BOUNDS_MS.len() + 1];
+        for sample in &self.samples {
+            let ms = metric(sample).as_secs_f64() * 1000.0;
+            let bucket = BOUNDS_MS.iter().position(|&b| ms <= b as f64).unwrap_or(BOUNDS_MS.len());
+            counts[bucket] += 1;
+        }
+        let mut out = String::new();
+        let mut lower = 0;
+        for (i, count) in counts.iter().enumerate() {
+            if *count > 0 {
+                let label = BOUNDS_MS
+                    .get(i)
+                    .map_or_else(|| format!(">{lower} ms"), |b| format!("{lower}-{b} ms"));
+                out.push_str(&format!("  {label:>12}: {count}\n"));
+            }
+            lower = BOUNDS_MS.get(i).copied().unwrap_or(lower);
+        }
+        out
+    }
+
+    /// One line: counts and connect-latency percentiles.
+    pub fn summary(&self) -> String {
+        let connect = |s: &Sample| s.connect;
+        let total = |s: &Sample| s.total;
+        format!(
+            "{} ok, {} failed in {:.1?}; connect p50 {:.2?} p99 {:.2?} max {:.2?}; whole connection p50 {:.2?} p99 {:.2?} max {:.2?}",
+            self.successes(),
+            self.failures.len(),
+            self.elapsed,
+            self.percentile(connect, 50.0),
+            self.percentile(connect, 99.0),
+            self.max(connect),
+            self.percentile(total, 50.0),
+            self.percentile(total, 99.0),
+            self.max(total),
+        )
+    }
+}
+
+/// Live counts, readable while the client runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Progress {
+    /// (successful, failed) connections so far.
+    pub fn get(&self) -> (u64, u64) {
+        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+}
+
+/// A client running on its own thread in the client namespace.
+pub struct LegitClient {
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<ClientReport>>,
+}
+
+impl LegitClient {
+    pub fn spawn(netns: &Netns, config: ClientConfig) -> Result<Self> {
+        let progress = Arc::new(Progress::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (progress, stop) = (Arc::clone(&progress), Arc::clone(&stop));
+            netns.spawn("legit-client", move || Ok(run_loop(&config, &progress, &stop)))?
+        };
+        Ok(Self {
+            progress,
+            stop,
+            thread,
+        })
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Asks the client to stop after the current connection.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub fn join(self) -> Result<ClientReport> {
+        join(self.thread)
+    }
+}
+
+/// Runs `config` in `netns` to completion.
+pub fn run(netns: &Netns, config: ClientConfig) -> Result<ClientReport> {
+    LegitClient::spawn(netns, config)?.join()
+}
+
+fn run_loop(config: &ClientConfig, progress: &Progress, stop: &AtomicBool) -> ClientReport {
+    let expected = payload(config.payload_len);
+    let ports: Vec<u16> = config.source_ports.clone().map(Iterator::collect).unwrap_or_default();
+    let mut report = ClientReport::default();
+    let start = Instant::now();
+    for i in 0..config.connections {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let port = (!ports.is_empty()).then(|| ports[i % ports.len()]);
+        match connection(config, port, &expected) {
+            Ok(sample) => {
+                report.samples.push(sample);
+                progress.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let from = port.map_or_else(String::new, |p| format!(" from port {p}"));
+                report.failures.push(format!("connection #{i}{from}: {e:#}"));
+                progress.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    report.elapsed = start.elapsed();
+    report
+}
+
+fn connection(config: &ClientConfig, source_port: Option<u16>, expected: &[u8]) -> Result<Sample> {
+    let target = config.target;
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(port) = source_port {
+        let any: IpAddr = match target {
+            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        socket.set_reuse_address(true)?;
+        socket
+            .bind(&SocketAddr::new(any, port).into())
+            .with_context(|| format!("binding source port {port}"))?;
+    }
+    let start = Instant::now();
+    socket
+        .connect_timeout(&target.into(), config.connect_timeout)
+        .with_context(|| format!("connecting to {target}"))?;
+    let connect = start.elapsed();
+    let mut stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(config.io_timeout))?;
+    let mut received = Vec::with_capacity(expected.len());
+    stream
+        .read_to_end(&mut received)
+        .with_context(|| format!("reading after {} bytes", received.len()))?;
+    let total = start.elapsed();
+    if received != expected {
+        let at = received.iter().zip(expected).position(|(a, b)| a != b);
+        bail!(
+            "payload mismatch: got {} bytes, expected {}; first difference at {}",
+            received.len(),
+            expected.len(),
+            at.map_or_else(|| "the end".to_owned(), |i| format!("byte {i}")),
+        );
+    }
+    Ok(Sample { connect, total })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(ms: &[u64]) -> ClientReport {
+        ClientReport {
+            samples: ms
+                .iter()
+                .map(|&m| Sample {
+                    connect: Duration::from_millis(m),
+                    total: Duration::from_millis(m * 2),
+                })
+                .collect(),
+            failures: vec!["x".into()],
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn percentiles_and_counts() {
+        let r = report(&[1, 2, 3, 4, 100]);
+        let connect = |s: &Sample| s.connect;
+        assert_eq!(r.percentile(connect, 50.0), Duration::from_millis(3));
+        assert_eq!(r.percentile(connect, 99.0), Duration::from_millis(100));
+        assert_eq!(r.max(|s| s.total), Duration::from_millis(200));
+        assert_eq!(r.slower_than(connect, Duration::from_millis(3)), 2);
+        assert_eq!((r.successes(), r.attempts()), (5, 6));
+        let hist = r.distribution(connect);
+        assert!(hist.contains("0-1 ms: 1") && hist.contains("64-128 ms: 1"), "{hist}");
+    }
+}

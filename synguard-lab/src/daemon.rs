@@ -1,0 +1,114 @@
+//! The synguard daemon under test, run inside the server namespace.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use nix::sys::signal::Signal;
+
+use crate::netns::Netns;
+use crate::process::Process;
+
+/// How long start-up (BPF load, nftables, attach) may take.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the daemon may take to clean up after a signal.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// The line the daemon logs once it is attached and its nftables table is installed.
+pub const READY_LINE: &str = "synguard ready";
+
+/// `--xdp-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    Native,
+    Skb,
+}
+
+impl XdpMode {
+    pub const ALL: [XdpMode; 2] = [XdpMode::Native, XdpMode::Skb];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Skb => "skb",
+        }
+    }
+}
+
+/// The synguard binary: `$SYNGUARD_BIN`, else the newer of `target/release/synguard` and
+/// `target/debug/synguard` under `$CARGO_TARGET_DIR` or the workspace's `target/`.
+pub fn binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SYNGUARD_BIN") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("SYNGUARD_BIN={} is not a file", path.display());
+        }
+        return Ok(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let candidates = ["release", "debug"].map(|profile| target.join(profile).join("synguard"));
+    candidates
+        .iter()
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p.clone())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no synguard binary: build it (`cargo build -p synguard`) or set SYNGUARD_BIN (looked for {} and {})",
+                candidates[0].display(),
+                candidates[1].display()
+            )
+        })
+}
+
+/// How the daemon ended.
+#[derive(Debug)]
+pub struct DaemonExit {
+    pub status: ExitStatus,
+    pub log: String,
+}
+
+/// A running daemon; stopped with SIGTERM on drop.
+pub struct Daemon {
+    process: Process,
+}
+
+impl Daemon {
+    /// Starts `synguard --iface IFACE --ports PORTS --xdp-mode MODE EXTRA...` in `netns` and
+    /// waits for its ready line.
+    pub fn start(netns: &Netns, iface: &str, ports: &str, mode: XdpMode, extra: &[&str]) -> Result<Self> {
+        let binary = binary()?;
+        let mut cmd = netns.command(&binary.to_string_lossy());
+        cmd.args(["--iface", iface, "--ports", ports, "--xdp-mode", mode.as_str()])
+            .args(extra);
+        let mut process = Process::spawn("synguard", cmd)?;
+        process.wait_for_line(READY_LINE, READY_TIMEOUT)?;
+        Ok(Self { process })
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.process.output()
+    }
+
+    /// Whether it is still running (it should be until stopped).
+    pub fn is_running(&mut self) -> Result<bool> {
+        Ok(self.process.try_wait()?.is_none())
+    }
+
+    /// Sends `signal` (SIGTERM or SIGINT), waits for the exit and returns it with the log.
+    pub fn stop_with(mut self, signal: Signal) -> Result<DaemonExit> {
+        let status = self.process.stop(signal, STOP_GRACE)?;
+        Ok(DaemonExit {
+            status,
+            log: self.process.output(),
+        })
+    }
+
+    pub fn stop(self) -> Result<DaemonExit> {
+        self.stop_with(Signal::SIGTERM)
+    }
+}

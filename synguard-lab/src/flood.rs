@@ -1,0 +1,219 @@
+//! Bounded floods from the client namespace at a server port.
+//!
+//! IPv4 uses hping3 (`-S` or `-A`, `--flood --rand-source`; sequence and acknowledgment
+//! numbers are random per packet unless set), always under `timeout` and stopped with SIGINT
+//! so it prints its summary. hping3 has no IPv6, so IPv6 floods are crafted here: the same
+//! kind of segment from random sources in 2001:db8::/32, sent through an AF_PACKET socket.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow};
+use nix::sys::signal::Signal;
+
+use crate::craft::{L2, OptionStyle, Segment, TcpFrame, XorShift};
+use crate::netns::join;
+use crate::packet::PacketSocket;
+use crate::process::Process;
+use crate::topology::Lab;
+
+/// Extra time `timeout` grants hping3 after SIGINT before it kills it.
+const KILL_AFTER: &str = "5";
+
+/// Which segments to flood with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloodKind {
+    /// SYNs from random sources.
+    Syn,
+    /// Bare ACKs with random sequence and acknowledgment numbers from random sources.
+    Ack,
+}
+
+/// What a finished flood sent.
+#[derive(Clone, Copy, Debug)]
+pub struct FloodReport {
+    pub generator: &'static str,
+    pub sent: u64,
+    pub elapsed: Duration,
+}
+
+impl FloodReport {
+    pub fn rate(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+enum Generator {
+    Hping3(Process),
+    Crafted {
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<Result<u64>>,
+    },
+}
+
+/// A running flood; stopped on drop.
+pub struct Flood {
+    generator: Option<Generator>,
+    started: Instant,
+}
+
+impl Flood {
+    /// Floods `port` on the lab's server address of the family of `dst` for at most
+    /// `duration`: hping3 for IPv4, crafted frames for IPv6.
+    pub fn start(lab: &Lab, kind: FloodKind, dst: IpAddr, port: u16, duration: Duration) -> Result<Self> {
+        let generator = match dst {
+            IpAddr::V4(dst) => {
+                let flag = match kind {
+                    FloodKind::Syn => "-S",
+                    FloodKind::Ack => "-A",
+                };
+                let mut cmd = lab.client().command("timeout");
+                cmd.args(["-s", "INT", "-k", KILL_AFTER, &format!("{:.3}", duration.as_secs_f64())])
+                    .args(["hping3", flag, "--flood", "--rand-source", "-p", &port.to_string()])
+                    .arg(dst.to_string());
+                Generator::Hping3(Process::spawn("hping3", cmd)?)
+            }
+            IpAddr::V6(dst) => {
+                let socket = PacketSocket::open(lab.client(), lab.client_iface().name(), Duration::from_millis(100))?;
+                let l2 = L2 {
+                    src_mac: lab.client_iface().mac()?,
+                    dst_mac: lab.server_iface().mac()?,
+                    vlan: None,
+                };
+                let stop = Arc::new(AtomicBool::new(false));
+                let thread = {
+                    let stop = Arc::clone(&stop);
+                    std::thread::Builder::new()
+                        .name("ipv6-flood".into())
+                        .spawn(move || crafted_flood(&socket, l2, kind, dst, port, duration, &stop))
+                        .context("spawning the IPv6 flood thread")?
+                };
+                Generator::Crafted { stop, thread }
+            }
+        };
+        Ok(Self {
+            generator: Some(generator),
+            started: Instant::now(),
+        })
+    }
+
+    /// Waits for the flood to end by itself (its duration) and reports it.
+    pub fn wait(mut self) -> Result<FloodReport> {
+        self.finish(false)
+    }
+
+    /// Stops the flood now and reports it.
+    pub fn stop(mut self) -> Result<FloodReport> {
+        self.finish(true)
+    }
+
+    fn finish(&mut self, now: bool) -> Result<FloodReport> {
+        let generator = self.generator.take().ok_or_else(|| anyhow!("flood already finished"))?;
+        let (name, sent) = match generator {
+            Generator::Hping3(mut process) => {
+                let grace = Duration::from_secs(30);
+                let status = if now {
+                    process.stop(Signal::SIGINT, grace)?
+                } else {
+                    match process.wait_timeout(grace + self.started.elapsed())? {
+                        Some(status) => status,
+                        None => process.stop(Signal::SIGINT, grace)?,
+                    }
+                };
+                let output = process.output();
+                let sent = parse_hping3_sent(&output)
+                    .ok_or_else(|| anyhow!("hping3 ({status}) printed no summary:\n{output}"))?;
+                ("hping3", sent)
+            }
+            Generator::Crafted { stop, thread } => {
+                if now {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                ("crafted", join(thread)?)
+            }
+        };
+        Ok(FloodReport {
+            generator: name,
+            sent,
+            elapsed: self.started.elapsed(),
+        })
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        if self.generator.is_some()
+            && let Err(e) = self.finish(true)
+        {
+            eprintln!("stopping flood: {e:#}");
+        }
+    }
+}
+
+/// `N packets transmitted` from hping3's closing statistics.
+pub fn parse_hping3_sent(output: &str) -> Option<u64> {
+    output.lines().find_map(|line| {
+        let (count, rest) = line.trim().split_once(' ')?;
+        rest.starts_with("packets transmitted").then(|| count.parse().ok())?
+    })
+}
+
+fn crafted_flood(
+    socket: &PacketSocket,
+    l2: L2,
+    kind: FloodKind,
+    dst: Ipv6Addr,
+    port: u16,
+    duration: Duration,
+    stop: &AtomicBool,
+) -> Result<u64> {
+    let mut rng = XorShift::seeded();
+    let deadline = Instant::now() + duration;
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        // Check the clock every batch, not every frame.
+        for _ in 0..256 {
+            let host = rng.next_u64();
+            let src = Ipv6Addr::from((0x2001_0db8_u128 << 96) | u128::from(host));
+            let segment = match kind {
+                FloodKind::Syn => Segment::Syn {
+                    style: OptionStyle::MssOnly,
+                    tsval: 0,
+                },
+                FloodKind::Ack => Segment::Ack { ack: rng.next_u32() },
+            };
+            let frame = TcpFrame {
+                l2,
+                src: src.into(),
+                dst: dst.into(),
+                sport: (host as u16) | 1024,
+                dport: port,
+                seq: rng.next_u32(),
+                segment,
+            }
+            .build()?;
+            socket.send(&frame)?;
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hping3_summary() {
+        let out = "HPING 10.201.0.1 (lo 10.201.0.1): S set, 40 headers + 0 data bytes\n\
+                   hping in flood mode, no replies will be shown\n\n\
+                   --- 10.201.0.1 hping statistic ---\n\
+                   171490 packets transmitted, 0 packets received, 100% packet loss\n\
+                   round-trip min/avg/max = 0.0/0.0/0.0 ms";
+        assert_eq!(parse_hping3_sent(out), Some(171_490));
+        assert_eq!(parse_hping3_sent("HPING x"), None);
+    }
+}

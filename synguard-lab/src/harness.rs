@@ -1,0 +1,123 @@
+//! Test plumbing shared by the integration tests: preconditions with a visible `SKIP:` line,
+//! one lab test at a time per process, and running a check over combinations of cases so that
+//! every case runs and the failures are reported together.
+
+use std::fmt::Display;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::daemon::{Daemon, XdpMode, binary};
+use crate::server::PayloadServer;
+use crate::topology::{Family, Lab, vlan_supported};
+
+/// A precondition of a test.
+#[derive(Clone, Copy, Debug)]
+pub enum Need {
+    /// An executable on PATH.
+    Tool(&'static str),
+    /// The synguard binary (see [`binary`]).
+    Daemon,
+    /// 802.1Q interfaces.
+    Vlan,
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(tool)).is_ok_and(|m| m.is_file())
+        })
+    })
+}
+
+fn missing(need: Need) -> Option<String> {
+    match need {
+        Need::Tool(tool) => (!on_path(tool)).then(|| format!("`{tool}` is not installed (cargo xtask setup)")),
+        Need::Daemon => binary().err().map(|e| format!("{e:#}")),
+        Need::Vlan => match vlan_supported() {
+            Ok(true) => None,
+            Ok(false) => Some("the kernel cannot create 802.1Q (VLAN) interfaces (CONFIG_VLAN_8021Q)".to_owned()),
+            Err(e) => Some(format!("probing 802.1Q support failed: {e:#}")),
+        },
+    }
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Checks root and the basic tools plus `needs`. Returns the lock that keeps lab tests of
+/// this process one at a time (they flood a 2-core machine), or prints `SKIP: <reason>` for
+/// `test` and returns `None`.
+pub fn start(test: &str, needs: &[Need]) -> Option<MutexGuard<'static, ()>> {
+    let basics = [Need::Tool("ip"), Need::Tool("nft"), Need::Tool("bpftool")];
+    let reason = if !nix::unistd::geteuid().is_root() {
+        Some("needs root (network namespaces, XDP, nftables)".to_owned())
+    } else {
+        basics.iter().chain(needs).find_map(|n| missing(*n))
+    };
+    if let Some(reason) = reason {
+        println!("SKIP: {test}: {reason}");
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+/// Runs `check` for every case, printing each outcome, and panics at the end listing every
+/// failed case with its error.
+pub fn run_cases<C: Display>(test: &str, cases: impl IntoIterator<Item = C>, mut check: impl FnMut(&C) -> anyhow::Result<()>) {
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for case in cases {
+        count += 1;
+        let started = Instant::now();
+        match check(&case) {
+            Ok(()) => println!("PASS: {test} [{case}] in {:.1?}", started.elapsed()),
+            Err(e) => {
+                println!("FAIL: {test} [{case}]: {e:#}");
+                failures.push(format!("[{case}]: {e:#}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{test}: {} of {count} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// A (family, mode) case, displayed as `IPv4 native`.
+pub struct Case {
+    pub family: Family,
+    pub mode: XdpMode,
+}
+
+impl Display for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.family, self.mode.as_str())
+    }
+}
+
+/// Every (family, mode) pair.
+pub fn cases() -> Vec<Case> {
+    Family::ALL
+        .iter()
+        .flat_map(|&family| XdpMode::ALL.iter().map(move |&mode| Case { family, mode }))
+        .collect()
+}
+
+/// The usual test bench: a lab, a payload server on `port` in the server namespace and the
+/// daemon protecting `ports` on the server's veth. Drops in that order: daemon, server, lab.
+pub struct Bench {
+    pub daemon: Daemon,
+    pub server: PayloadServer,
+    pub lab: Lab,
+}
+
+impl Bench {
+    pub fn start(lab: Lab, port: u16, payload_len: usize, ports: &str, mode: XdpMode, extra: &[&str]) -> Result<Self> {
+        let server = PayloadServer::start(lab.server(), port, payload_len)?;
+        let daemon = Daemon::start(lab.server(), lab.server_iface().name(), ports, mode, extra)?;
+        Ok(Self { daemon, server, lab })
+    }
+}

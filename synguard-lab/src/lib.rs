@@ -1,0 +1,20 @@
+//! A network-namespace lab for synguard: a client and a server namespace joined by a veth
+//! pair, the daemon under test in the server namespace, real TCP traffic, hping3 floods,
+//! crafted SYNs, packet captures checked with an independent parser, and the kernel's and
+//! synguard's counters. Everything it creates is named `sgl…` and removed by drop guards.
+//!
+//! Needs root; the integration tests in `tests/` print `SKIP:` when something is missing.
+
+pub mod capture;
+pub mod client;
+pub mod craft;
+pub mod daemon;
+pub mod flood;
+pub mod harness;
+pub mod kernel;
+pub mod netns;
+pub mod packet;
+pub mod peer_xdp;
+pub mod process;
+pub mod server;
+pub mod topology;
