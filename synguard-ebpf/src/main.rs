@@ -18,7 +18,8 @@ use crate::{
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, parse_tcp},
 };
 
-#[xdp]
+// `frags`: also attachable at jumbo MTU, where a frame may span several buffers.
+#[xdp(frags)]
 pub fn synguard(ctx: XdpContext) -> u32 {
     count(Counter::Packets);
     let (action, outcome) = dispatch(&ctx);

@@ -1,6 +1,6 @@
 //! Header parsing: Ethernet with up to two VLAN tags, IPv4 (options, fragments), IPv6 (extension
 //! headers), TCP. Every read goes through [`ptr_at`], which proves the bounds to the verifier.
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::generated::bpf_xdp_get_buff_len, programs::XdpContext};
 use synguard_common::Counter;
 
 pub const ETH_HLEN: usize = 14;
@@ -65,6 +65,8 @@ pub struct TcpPacket {
     pub flags: u8,
     /// Destination port, host order.
     pub dport: u16,
+    /// The whole frame, including fragments of a multi-buffer (jumbo) frame.
+    pub frame_len: usize,
 }
 
 #[inline(always)]
@@ -77,9 +79,10 @@ fn be16(bytes: &[u8], at: usize) -> u16 {
 #[inline(always)]
 pub fn parse_tcp(ctx: &XdpContext) -> Result<TcpPacket, Counter> {
     let (l2_len, ethertype) = parse_l2(ctx)?;
+    let frame_len = frame_len(ctx);
     let (family, l4_off, l3_end) = match ethertype {
-        ETH_P_IP => parse_ipv4(ctx, l2_len)?,
-        ETH_P_IPV6 => parse_ipv6(ctx, l2_len)?,
+        ETH_P_IP => parse_ipv4(ctx, l2_len, frame_len)?,
+        ETH_P_IPV6 => parse_ipv6(ctx, l2_len, frame_len)?,
         _ => return Err(Counter::PassNonIp),
     };
     let tcp = unsafe { &*ptr_at::<[u8; TCP_HLEN]>(ctx, l4_off).ok_or(Counter::MalformedTcp)? };
@@ -94,7 +97,17 @@ pub fn parse_tcp(ctx: &XdpContext) -> Result<TcpPacket, Counter> {
         tcp_len,
         flags: tcp[13],
         dport: be16(tcp, 2),
+        frame_len,
     })
+}
+
+/// Length of the whole frame. Headers are read from the linear part (`data..data_end`), but a
+/// multi-buffer frame (jumbo MTU, the program is `xdp.frags`) continues in fragments: lengths
+/// in the headers are checked against all of it.
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> usize {
+    // SAFETY: plain helper call on our own context.
+    unsafe { bpf_xdp_get_buff_len(ctx.ctx) as usize }
 }
 
 /// Returns the L2 header length and the ethertype after the VLAN tags.
@@ -117,12 +130,15 @@ fn parse_l2(ctx: &XdpContext) -> Result<(usize, u16), Counter> {
 
 /// Returns (family, TCP offset, end of the IP datagram).
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Result<(Family, usize, usize), Counter> {
+fn parse_ipv4(
+    ctx: &XdpContext,
+    l3_off: usize,
+    frame_len: usize,
+) -> Result<(Family, usize, usize), Counter> {
     let ip = unsafe { &*ptr_at::<[u8; IPV4_HLEN]>(ctx, l3_off).ok_or(Counter::MalformedIpv4)? };
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     let total_len = usize::from(be16(ip, 2));
-    let packet_len = ctx.data_end() - ctx.data();
-    if ip[0] >> 4 != 4 || ihl < IPV4_HLEN || total_len < ihl || l3_off + total_len > packet_len {
+    if ip[0] >> 4 != 4 || ihl < IPV4_HLEN || total_len < ihl || l3_off + total_len > frame_len {
         return Err(Counter::MalformedIpv4);
     }
     if be16(ip, 6) & IPV4_MF_OFFSET_MASK != 0 {
@@ -136,10 +152,14 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize) -> Result<(Family, usize, usize),
 
 /// Walks hop-by-hop, routing and destination-options headers (bounded) to the TCP header.
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, l3_off: usize) -> Result<(Family, usize, usize), Counter> {
+fn parse_ipv6(
+    ctx: &XdpContext,
+    l3_off: usize,
+    frame_len: usize,
+) -> Result<(Family, usize, usize), Counter> {
     let ip = unsafe { &*ptr_at::<[u8; IPV6_HLEN]>(ctx, l3_off).ok_or(Counter::MalformedIpv6)? };
     let end = l3_off + IPV6_HLEN + usize::from(be16(ip, 4));
-    if ip[0] >> 4 != 6 || end > ctx.data_end() - ctx.data() {
+    if ip[0] >> 4 != 6 || end > frame_len {
         return Err(Counter::MalformedIpv6);
     }
     let mut next = ip[6];

@@ -113,7 +113,7 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket) -> Option<()> {
     let check = csum::finish(csum::add(pseudo, &tcp));
     tcp[16..18].copy_from_slice(&check.to_be_bytes());
 
-    resize(ctx, pkt.l2_len + ip_len + tcp_reply_len)?;
+    resize(ctx, pkt.frame_len, pkt.l2_len + ip_len + tcp_reply_len)?;
     store(ctx, 0, &l2, l2_len)?;
     store(ctx, pkt.l2_len, &ip, ip_len as u32)?;
     store(ctx, pkt.l2_len + ip_len, &tcp, tcp_reply_len as u32)
@@ -228,10 +228,11 @@ fn pseudo_header_sum(family: Family, ip: &[u8; IPV6_HLEN], tcp_len: usize) -> u6
     csum::add(u64::from(IPPROTO_TCP) + tcp_len as u64, addrs)
 }
 
-/// Makes the packet exactly `new_len` bytes: grow at the head, shrink at the tail.
+/// Makes the frame exactly `new_len` bytes: grow at the head, shrink at the tail (also
+/// dropping the fragments of a multi-buffer frame).
 #[inline(always)]
-fn resize(ctx: &XdpContext, new_len: usize) -> Option<()> {
-    let delta = new_len as i32 - (ctx.data_end() - ctx.data()) as i32;
+fn resize(ctx: &XdpContext, frame_len: usize, new_len: usize) -> Option<()> {
+    let delta = new_len as i32 - frame_len as i32;
     // SAFETY: plain helper calls on our own context; packet pointers are re-derived afterwards.
     let err = unsafe {
         if delta > 0 {

@@ -6,6 +6,8 @@ use std::ops::RangeInclusive;
 use clap::{Parser, ValueEnum};
 use synguard_common::DatapathConfig;
 
+use crate::ports::PortSet;
+
 const DEFAULT: DatapathConfig = DatapathConfig::DEFAULT;
 
 /// XDP SYN-flood guard: answers SYNs to the protected ports with SYN cookies in XDP and lets
@@ -119,54 +121,6 @@ fn parse_port(text: &str) -> Result<u16, String> {
     }
 }
 
-/// Protected ports as sorted, disjoint, non-adjacent ranges: the form an nftables interval
-/// set accepts without auto-merge, and a compact one for logs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PortSet {
-    ranges: Vec<RangeInclusive<u16>>,
-}
-
-impl PortSet {
-    pub fn new(ranges: &[RangeInclusive<u16>]) -> Self {
-        let mut sorted = ranges.to_vec();
-        sorted.sort_by_key(|r| *r.start());
-        let mut merged: Vec<RangeInclusive<u16>> = Vec::with_capacity(sorted.len());
-        for range in sorted {
-            match merged.last_mut() {
-                Some(last) if u32::from(*range.start()) <= u32::from(*last.end()) + 1 => {
-                    *last = *last.start()..=(*last.end()).max(*range.end());
-                }
-                _ => merged.push(range),
-            }
-        }
-        Self { ranges: merged }
-    }
-
-    pub fn ranges(&self) -> &[RangeInclusive<u16>] {
-        &self.ranges
-    }
-
-    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.ranges.iter().flat_map(Clone::clone)
-    }
-}
-
-impl fmt::Display for PortSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, range) in self.ranges.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            if range.start() == range.end() {
-                write!(f, "{}", range.start())?;
-            } else {
-                write!(f, "{}-{}", range.start(), range.end())?;
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,12 +154,6 @@ mod tests {
         let set = cli.port_set();
         assert_eq!(set.to_string(), "80-81,443,8000-8101");
         assert_eq!(set.ports().count(), 2 + 1 + 102);
-    }
-
-    #[test]
-    fn overlapping_ranges_merge() {
-        let set = PortSet::new(&[10..=20, 15..=30, 5..=5, 65535..=65535, 1..=4]);
-        assert_eq!(set.ranges(), [1..=5, 10..=30, 65535..=65535]);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use synguard_common::{
 use thiserror::Error;
 use tracing::{debug, info};
 
-use crate::cli::{PortSet, XdpMode};
+use crate::cli::XdpMode;
+use crate::ports::PortSet;
 
 /// The XDP object built by build.rs (aya-build), embedded so the daemon is one file.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/synguard"));
@@ -190,9 +191,20 @@ impl Datapath {
         Ok(Self { ebpf, counters })
     }
 
-    /// Per-CPU packet counters, indexed by [`Counter`].
+    /// Per-CPU packet counters, indexed by [`Counter`] (summed by
+    /// [`CounterTotals`](crate::counters::CounterTotals)).
     pub const fn counters(&self) -> &PerCpuArray<MapData, u64> {
         &self.counters
+    }
+
+    /// The loaded program, e.g. for `BPF_PROG_TEST_RUN` (`aya::programs::TestRun`) without
+    /// attaching it anywhere.
+    pub fn program(&self) -> Result<&Xdp, LoaderError> {
+        self.ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(MISSING_PROGRAM)?
+            .try_into()
+            .map_err(LoaderError::Load)
     }
 
     /// Attaches the program to every interface. On failure the interfaces attached so far are
@@ -235,12 +247,14 @@ impl Drop for Attachments {
     }
 }
 
+const MISSING_PROGRAM: LoaderError = LoaderError::Missing {
+    kind: "program",
+    name: PROGRAM_NAME,
+};
+
 fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoaderError> {
     ebpf.program_mut(PROGRAM_NAME)
-        .ok_or(LoaderError::Missing {
-            kind: "program",
-            name: PROGRAM_NAME,
-        })?
+        .ok_or(MISSING_PROGRAM)?
         .try_into()
         .map_err(LoaderError::Load)
 }

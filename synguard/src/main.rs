@@ -1,12 +1,6 @@
 //! synguard daemon: loads the XDP SYN-cookie datapath, installs the nftables synproxy table
 //! that completes cookie handshakes, and undoes both on exit.
 
-mod cli;
-mod loader;
-mod nft;
-mod stats;
-mod sysctl;
-
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,11 +12,11 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::Cli;
-use crate::loader::{Datapath, LoaderError};
-use crate::nft::SynproxyTable;
-use crate::stats::Stats;
-use crate::sysctl::SysctlGuard;
+use synguard::cli::Cli;
+use synguard::loader::{self, Datapath, LoaderError};
+use synguard::nft::SynproxyTable;
+use synguard::stats::Stats;
+use synguard::sysctl::SysctlGuard;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

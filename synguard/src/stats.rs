@@ -3,13 +3,15 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use aya::maps::{MapData, MapError, PerCpuArray};
+use aya::maps::{MapData, PerCpuArray};
 use synguard_common::Counter;
 use tracing::{info, warn};
 
+use crate::counters::CounterTotals;
+
 pub struct Stats<'a> {
     map: &'a PerCpuArray<MapData, u64>,
-    last: Vec<u64>,
+    last: CounterTotals,
     last_at: Instant,
 }
 
@@ -17,15 +19,14 @@ impl<'a> Stats<'a> {
     pub fn new(map: &'a PerCpuArray<MapData, u64>) -> Self {
         Self {
             map,
-            last: vec![0; Counter::ALL.len()],
+            last: CounterTotals::zero(),
             last_at: Instant::now(),
         }
     }
 
     /// Logs one line with the per-second rate of each counter that moved since the last call.
     pub fn log_rates(&mut self) {
-        let now = read(self.map);
-        let now = match now {
+        let now = match CounterTotals::read(self.map) {
             Ok(values) => values,
             Err(e) => {
                 warn!("stats: reading {}: {e}", synguard_common::MAP_COUNTERS);
@@ -34,8 +35,10 @@ impl<'a> Stats<'a> {
         };
         let at = Instant::now();
         let seconds = at.duration_since(self.last_at).as_secs_f64();
-        let deltas = now.iter().zip(&self.last).map(|(n, l)| n.wrapping_sub(*l));
-        let line = format_nonzero(deltas, |delta| format_rate(delta as f64 / seconds));
+        let deltas = now.since(&self.last);
+        let line = format_nonzero(deltas.values().iter().copied(), |delta| {
+            format_rate(delta as f64 / seconds)
+        });
         info!("stats: {}", line.as_deref().unwrap_or("no packets"));
         self.last = now;
         self.last_at = at;
@@ -43,20 +46,11 @@ impl<'a> Stats<'a> {
 
     /// Logs one line with the totals since start, as of the last [`Self::log_rates`].
     pub fn log_totals(&self) {
-        let line = format_nonzero(self.last.iter().copied(), |total| total.to_string());
+        let line = format_nonzero(self.last.values().iter().copied(), |total| {
+            total.to_string()
+        });
         info!("stats total: {}", line.as_deref().unwrap_or("no packets"));
     }
-}
-
-/// Current value of every counter, summed over CPUs.
-fn read(map: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>, MapError> {
-    Counter::ALL
-        .iter()
-        .map(|&counter| {
-            let per_cpu = map.get(&(counter as u32), 0)?;
-            Ok(per_cpu.iter().fold(0u64, |sum, v| sum.wrapping_add(*v)))
-        })
-        .collect()
 }
 
 /// `name=value` for each non-zero counter, in [`Counter::ALL`] order; `None` if all are zero.

@@ -1,0 +1,346 @@
+//! Frames built field by field, lies included: every length, offset and version can be
+//! overridden, so the same description yields a valid SYN or any of its hostile variants.
+//!
+//! Request checksums stay zero: the XDP program does not check them (the kernel does, after
+//! XDP_PASS), and a lie there would test nothing.
+
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const TPID_8021Q: u16 = 0x8100;
+pub const TPID_8021AD: u16 = 0x88a8;
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const EXT_HOP_BY_HOP: u8 = 0;
+pub const EXT_ROUTING: u8 = 43;
+pub const EXT_FRAGMENT: u8 = 44;
+pub const EXT_DEST_OPTS: u8 = 60;
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+pub const URG: u8 = 0x20;
+pub const ECE: u8 = 0x40;
+pub const CWR: u8 = 0x80;
+
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0x1e, 0x47, 0x00, 0x01];
+const SERVER_MAC: [u8; 6] = [0x02, 0x5e, 0x7e, 0x40, 0x00, 0x02];
+const VLAN_TCI: u16 = 100;
+// Documentation prefixes (RFC 5737, RFC 3849): no socket on this host can match them, so
+// an ACK is always judged by its cookie.
+const CLIENT_V4: [u8; 4] = [192, 0, 2, 1];
+const SERVER_V4: [u8; 4] = [198, 51, 100, 7];
+const CLIENT_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const SERVER_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// One Ethernet frame carrying (normally) a TCP segment.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    /// TPIDs of the VLAN tags, outermost first.
+    pub tags: Vec<u16>,
+    /// The ethertype after the tags; `None`: the one of the IP version.
+    pub ethertype: Option<u16>,
+    pub ip: Ip,
+    pub tcp: Tcp,
+    /// Bytes after the IP datagram (Ethernet padding).
+    pub padding: usize,
+    /// Truncate the frame to this many bytes.
+    pub cut: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Ip {
+    V4(V4),
+    V6(V6),
+}
+
+#[derive(Clone, Debug)]
+pub struct V4 {
+    pub version: u8,
+    /// Header length field in 32-bit words; `None`: the real one.
+    pub ihl: Option<u8>,
+    /// `None`: header, TCP segment and payload.
+    pub total_len: Option<u16>,
+    /// Flags and fragment offset (MF = 0x2000, DF = 0x4000).
+    pub frag: u16,
+    pub protocol: u8,
+    /// Option bytes, zero-padded to a multiple of 4.
+    pub options: Vec<u8>,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+}
+
+#[derive(Clone, Debug)]
+pub struct V6 {
+    pub version: u8,
+    /// `None`: extension headers, TCP segment and payload.
+    pub payload_len: Option<u16>,
+    pub ext: Vec<Ext>,
+    /// Next header after the extension headers.
+    pub upper: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+/// An IPv6 extension header of `(units + 1) * 8` bytes: next header, length, zeros.
+#[derive(Clone, Copy, Debug)]
+pub struct Ext {
+    pub kind: u8,
+    pub units: u8,
+}
+
+#[derive(Clone, Debug)]
+pub struct Tcp {
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    /// Data offset field in 32-bit words; `None`: the real one.
+    pub data_offset: Option<u8>,
+    /// Option bytes, zero-padded (EOL) to a multiple of 4.
+    pub options: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// Where the headers of a built frame start (before any cut).
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub l3: usize,
+    /// End of each IPv6 extension header.
+    pub ext_ends: Vec<usize>,
+    pub l4: usize,
+    /// End of the TCP header with its options.
+    pub tcp_end: usize,
+    /// End of the IP datagram.
+    pub end: usize,
+}
+
+impl Spec {
+    /// A SYN from the client to `dport` with the given TCP options.
+    pub fn syn(family: Family, tags: &[u16], dport: u16, options: &[u8]) -> Self {
+        let ip = match family {
+            Family::V4 => Ip::V4(V4 {
+                version: 4,
+                ihl: None,
+                total_len: None,
+                frag: 0x4000,
+                protocol: IPPROTO_TCP,
+                options: Vec::new(),
+                src: CLIENT_V4,
+                dst: SERVER_V4,
+            }),
+            Family::V6 => Ip::V6(V6 {
+                version: 6,
+                payload_len: None,
+                ext: Vec::new(),
+                upper: IPPROTO_TCP,
+                src: CLIENT_V6,
+                dst: SERVER_V6,
+            }),
+        };
+        Self {
+            dst_mac: SERVER_MAC,
+            src_mac: CLIENT_MAC,
+            tags: tags.to_vec(),
+            ethertype: None,
+            ip,
+            tcp: Tcp {
+                sport: 40_000,
+                dport,
+                seq: 0x1000_0000,
+                ack: 0,
+                flags: SYN,
+                window: 64_240,
+                data_offset: None,
+                options: options.to_vec(),
+                payload: Vec::new(),
+            },
+            padding: 0,
+            cut: None,
+        }
+    }
+
+    pub fn v4(&mut self) -> Option<&mut V4> {
+        match &mut self.ip {
+            Ip::V4(v4) => Some(v4),
+            Ip::V6(_) => None,
+        }
+    }
+
+    pub fn v6(&mut self) -> Option<&mut V6> {
+        match &mut self.ip {
+            Ip::V6(v6) => Some(v6),
+            Ip::V4(_) => None,
+        }
+    }
+
+    pub fn layout(&self) -> Layout {
+        let l3 = ETH_HLEN + VLAN_HLEN * self.tags.len();
+        let mut ext_ends = Vec::new();
+        let l4 = match &self.ip {
+            Ip::V4(v4) => l3 + 20 + padded(&v4.options).len(),
+            Ip::V6(v6) => {
+                let mut end = l3 + 40;
+                for ext in &v6.ext {
+                    end += ext.len();
+                    ext_ends.push(end);
+                }
+                end
+            }
+        };
+        let tcp_end = l4 + 20 + padded(&self.tcp.options).len();
+        Layout {
+            l3,
+            ext_ends,
+            l4,
+            tcp_end,
+            end: tcp_end + self.tcp.payload.len(),
+        }
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(self.layout().end + self.padding);
+        frame.extend_from_slice(&self.dst_mac);
+        frame.extend_from_slice(&self.src_mac);
+        let ethertype = self.ethertype.unwrap_or(match self.ip {
+            Ip::V4(_) => ETHERTYPE_IPV4,
+            Ip::V6(_) => ETHERTYPE_IPV6,
+        });
+        // Each tag is TCI then the next type; the Ethernet type field holds the first TPID.
+        let types: Vec<u16> = self.tags.iter().copied().chain([ethertype]).collect();
+        frame.extend_from_slice(&types[0].to_be_bytes());
+        for next in &types[1..] {
+            frame.extend_from_slice(&VLAN_TCI.to_be_bytes());
+            frame.extend_from_slice(&next.to_be_bytes());
+        }
+        let segment = self.tcp.build();
+        match &self.ip {
+            Ip::V4(v4) => v4.build(&mut frame, &segment),
+            Ip::V6(v6) => v6.build(&mut frame, &segment),
+        }
+        frame.resize(frame.len() + self.padding, 0);
+        if let Some(cut) = self.cut {
+            frame.truncate(cut);
+        }
+        frame
+    }
+}
+
+impl V4 {
+    fn build(&self, frame: &mut Vec<u8>, segment: &[u8]) {
+        let options = padded(&self.options);
+        let real_ihl = 5 + options.len() / 4;
+        let ihl = self.ihl.unwrap_or(real_ihl as u8);
+        let total_len = self
+            .total_len
+            .unwrap_or((real_ihl * 4 + segment.len()) as u16);
+        frame.extend_from_slice(&[(self.version << 4) | (ihl & 0x0f), 0]);
+        frame.extend_from_slice(&total_len.to_be_bytes());
+        frame.extend_from_slice(&0x1234u16.to_be_bytes());
+        frame.extend_from_slice(&self.frag.to_be_bytes());
+        frame.extend_from_slice(&[64, self.protocol, 0, 0]);
+        frame.extend_from_slice(&self.src);
+        frame.extend_from_slice(&self.dst);
+        frame.extend_from_slice(&options);
+        frame.extend_from_slice(segment);
+    }
+}
+
+impl V6 {
+    fn build(&self, frame: &mut Vec<u8>, segment: &[u8]) {
+        let ext_len: usize = self.ext.iter().map(Ext::len).sum();
+        let payload_len = self.payload_len.unwrap_or((ext_len + segment.len()) as u16);
+        let mut chain = self.ext.iter().map(|e| e.kind).chain([self.upper]);
+        frame.extend_from_slice(&[self.version << 4, 0, 0, 0]);
+        frame.extend_from_slice(&payload_len.to_be_bytes());
+        frame.extend_from_slice(&[chain.next().unwrap_or(self.upper), 64]);
+        frame.extend_from_slice(&self.src);
+        frame.extend_from_slice(&self.dst);
+        for (ext, next) in self.ext.iter().zip(chain) {
+            let start = frame.len();
+            frame.resize(start + ext.len(), 0);
+            frame[start] = next;
+            frame[start + 1] = ext.units;
+        }
+        frame.extend_from_slice(segment);
+    }
+}
+
+impl Ext {
+    pub const fn new(kind: u8, units: u8) -> Self {
+        Self { kind, units }
+    }
+
+    fn len(&self) -> usize {
+        (usize::from(self.units) + 1) * 8
+    }
+}
+
+impl Tcp {
+    fn build(&self) -> Vec<u8> {
+        let options = padded(&self.options);
+        let data_offset = self.data_offset.unwrap_or((5 + options.len() / 4) as u8);
+        let mut segment = Vec::with_capacity(20 + options.len() + self.payload.len());
+        segment.extend_from_slice(&self.sport.to_be_bytes());
+        segment.extend_from_slice(&self.dport.to_be_bytes());
+        segment.extend_from_slice(&self.seq.to_be_bytes());
+        segment.extend_from_slice(&self.ack.to_be_bytes());
+        segment.extend_from_slice(&[data_offset << 4, self.flags]);
+        segment.extend_from_slice(&self.window.to_be_bytes());
+        segment.extend_from_slice(&[0; 4]); // checksum, urgent pointer
+        segment.extend_from_slice(&options);
+        segment.extend_from_slice(&self.payload);
+        segment
+    }
+}
+
+fn padded(options: &[u8]) -> Vec<u8> {
+    let mut bytes = options.to_vec();
+    bytes.resize(options.len().next_multiple_of(4), 0);
+    bytes
+}
+
+/// TCP option bytes, to be concatenated into [`Tcp::options`].
+pub mod opt {
+    pub const EOL: u8 = 0;
+    pub const NOP: u8 = 1;
+    pub const SACK_PERM: [u8; 2] = [4, 2];
+
+    pub fn mss(value: u16) -> Vec<u8> {
+        let [hi, lo] = value.to_be_bytes();
+        vec![2, 4, hi, lo]
+    }
+
+    pub fn wscale(shift: u8) -> Vec<u8> {
+        vec![3, 3, shift]
+    }
+
+    pub fn timestamp(value: u32, echo: u32) -> Vec<u8> {
+        [&[8u8, 10][..], &value.to_be_bytes(), &echo.to_be_bytes()].concat()
+    }
+
+    /// What Linux sends in a SYN: MSS, SACK-perm, timestamps, NOP, window scale 7.
+    pub fn linux(mss_value: u16) -> Vec<u8> {
+        [
+            mss(mss_value),
+            SACK_PERM.to_vec(),
+            timestamp(0x0102_0304, 0),
+            vec![NOP],
+            wscale(7),
+        ]
+        .concat()
+    }
+}

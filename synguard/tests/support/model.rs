@@ -1,0 +1,478 @@
+//! Reference model of synguard's packet policy, written from the specification
+//! ("Hostile input"), not from the eBPF code: for any frame, the XDP action, the counters that
+//! move and, for a SYN, the SYN-ACK the program must send.
+
+use std::collections::{BTreeSet, HashMap};
+
+use synguard_common::{Counter, DatapathConfig};
+
+use super::frame::{ACK, CWR, ECE, FIN, Family, RST, SYN};
+
+/// An XDP verdict (`enum xdp_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Aborted,
+    Drop,
+    Pass,
+    Tx,
+    Other(u32),
+}
+
+impl From<u32> for Action {
+    fn from(raw: u32) -> Self {
+        match raw {
+            0 => Self::Aborted,
+            1 => Self::Drop,
+            2 => Self::Pass,
+            3 => Self::Tx,
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// What the program must do with one frame.
+#[derive(Clone, Debug)]
+pub struct Expectation {
+    pub action: Action,
+    /// The one outcome counter besides `packets`.
+    pub outcome: Counter,
+    /// A SYN whose option list ends badly also counts `malformed_tcp_options`.
+    pub options_fault: bool,
+    pub reply: Option<SynAck>,
+}
+
+impl Expectation {
+    fn pass(outcome: Counter) -> Self {
+        Self {
+            action: Action::Pass,
+            outcome,
+            options_fault: false,
+            reply: None,
+        }
+    }
+
+    /// Counter increments in [`Counter::ALL`] order.
+    pub fn counter_deltas(&self) -> Vec<u64> {
+        let mut deltas = vec![0; Counter::ALL.len()];
+        deltas[Counter::Packets as usize] += 1;
+        deltas[self.outcome as usize] += 1;
+        if self.options_fault {
+            deltas[Counter::MalformedTcpOptions as usize] += 1;
+        }
+        deltas
+    }
+}
+
+/// The SYN-ACK the program must send back.
+#[derive(Clone, Debug)]
+pub struct SynAck {
+    /// Length of the whole reply frame.
+    pub len: usize,
+    /// Ethernet header as received with the MACs swapped, VLAN tags kept.
+    pub l2: Vec<u8>,
+    /// Source and destination of the reply (the request's, swapped).
+    pub addrs: Addrs,
+    pub ttl: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub ack: u32,
+    pub flags: u8,
+    pub options: Vec<ReplyOption>,
+    /// What the cookie check of the client's ACK depends on.
+    pub cookie: CookieInput,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Addrs {
+    V4 { src: [u8; 4], dst: [u8; 4] },
+    V6 { src: [u8; 16], dst: [u8; 16] },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyOption {
+    Mss(u16),
+    SackPermitted,
+    Nop,
+    /// Our TSval's low 6 bits (its high bits are a clock) and the echoed client TSval.
+    Timestamp {
+        low_bits: u32,
+        echo: u32,
+    },
+    WindowScale(u8),
+}
+
+impl ReplyOption {
+    const fn len(self) -> usize {
+        match self {
+            Self::Mss(_) => 4,
+            Self::SackPermitted => 2,
+            Self::Nop => 1,
+            Self::Timestamp { .. } => 10,
+            Self::WindowScale(_) => 3,
+        }
+    }
+}
+
+/// The client's 4-tuple as its SYN carried it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    addrs: Addrs,
+    sport: u16,
+    dport: u16,
+}
+
+#[derive(Clone, Debug)]
+pub struct CookieInput {
+    client: Tuple,
+    isn: u32,
+    /// Index of the client's MSS in the kernel's cookie MSS table.
+    mss_index: u32,
+}
+
+/// The protected ports and tunables the program was loaded with.
+pub struct Policy {
+    ports: BTreeSet<u16>,
+    config: DatapathConfig,
+}
+
+impl Policy {
+    pub fn new(ports: &[u16], config: DatapathConfig) -> Self {
+        Self {
+            ports: ports.iter().copied().collect(),
+            config,
+        }
+    }
+
+    pub fn expect(&self, frame: &[u8], cookies: &CookieBook) -> Expectation {
+        let segment = match Segment::find(frame) {
+            Ok(segment) => segment,
+            Err(outcome) => return Expectation::pass(outcome),
+        };
+        if !self.ports.contains(&segment.tuple.dport) {
+            return Expectation::pass(Counter::PassUnprotectedPort);
+        }
+        let flags = segment.tcp[13];
+        if flags & (SYN | ACK | RST | FIN) == SYN {
+            self.answer(frame, &segment)
+        } else if flags & ACK != 0 && flags & SYN == 0 {
+            if cookies.accepts(&segment) {
+                Expectation::pass(Counter::AckCookieValid)
+            } else {
+                Expectation {
+                    action: Action::Drop,
+                    ..Expectation::pass(Counter::AckCookieInvalid)
+                }
+            }
+        } else {
+            Expectation::pass(Counter::PassOtherFlags)
+        }
+    }
+
+    fn answer(&self, frame: &[u8], segment: &Segment<'_>) -> Expectation {
+        let offered = Offered::parse(&segment.tcp[20..]);
+        let flags = segment.tcp[13];
+        let ecn = offered.timestamp.is_some() && flags & (ECE | CWR) == ECE | CWR;
+        let (ip_len, mss) = match segment.family {
+            Family::V4 => (20, self.config.mss4),
+            Family::V6 => (40, self.config.mss6),
+        };
+        let mut options = vec![ReplyOption::Mss(mss)];
+        if let Some(tsval) = offered.timestamp {
+            if offered.sack {
+                options.push(ReplyOption::SackPermitted);
+            } else {
+                options.extend([ReplyOption::Nop, ReplyOption::Nop]);
+            }
+            options.push(ReplyOption::Timestamp {
+                low_bits: u32::from(offered.wscale.unwrap_or(0x0f))
+                    | u32::from(offered.sack) << 4
+                    | u32::from(ecn) << 5,
+                echo: tsval,
+            });
+            if offered.wscale.is_some() {
+                options.extend([
+                    ReplyOption::Nop,
+                    ReplyOption::WindowScale(self.config.wscale),
+                ]);
+            }
+        }
+        let tcp_len = 20 + options.iter().map(|o| o.len()).sum::<usize>();
+        let mut l2 = frame[..segment.l3].to_vec();
+        let (dst_mac, src_mac) = l2.split_at_mut(6);
+        dst_mac.swap_with_slice(&mut src_mac[..6]);
+        let isn = be32(segment.tcp, 4);
+        Expectation {
+            action: Action::Tx,
+            outcome: Counter::SynCookieSent,
+            options_fault: offered.fault,
+            reply: Some(SynAck {
+                len: segment.l3 + ip_len + tcp_len,
+                l2,
+                addrs: segment.tuple.addrs.swapped(),
+                ttl: self.config.ttl,
+                sport: segment.tuple.dport,
+                dport: segment.tuple.sport,
+                ack: isn.wrapping_add(1),
+                flags: SYN | ACK | if ecn { ECE } else { 0 },
+                options,
+                cookie: CookieInput {
+                    client: segment.tuple.clone(),
+                    isn,
+                    mss_index: mss_index(segment.family, offered.mss),
+                },
+            }),
+        }
+    }
+}
+
+impl Addrs {
+    fn swapped(&self) -> Self {
+        match *self {
+            Self::V4 { src, dst } => Self::V4 { src: dst, dst: src },
+            Self::V6 { src, dst } => Self::V6 { src: dst, dst: src },
+        }
+    }
+}
+
+/// The TCP header of a frame the program parses down to TCP.
+struct Segment<'a> {
+    family: Family,
+    /// Offset of the IP header (length of Ethernet header and VLAN tags).
+    l3: usize,
+    tuple: Tuple,
+    /// The TCP header with its options.
+    tcp: &'a [u8],
+}
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const VLAN_TPIDS: [u16; 2] = [0x8100, 0x88a8];
+const MAX_VLAN_TAGS: usize = 2;
+const MAX_IPV6_EXT_HEADERS: usize = 4;
+
+impl<'a> Segment<'a> {
+    /// Spec items a-d: Ethernet, VLAN tags, IPv4 or IPv6, TCP header; `Err` names the pass
+    /// counter of a frame that is not a whole, unfragmented TCP header.
+    fn find(frame: &'a [u8]) -> Result<Self, Counter> {
+        let mut ethertype = be16(frame.get(..14).ok_or(Counter::MalformedL2)?, 12);
+        let mut l3 = 14;
+        let mut tags = 0;
+        while VLAN_TPIDS.contains(&ethertype) && tags < MAX_VLAN_TAGS {
+            let tag = frame.get(l3..l3 + 4).ok_or(Counter::MalformedL2)?;
+            ethertype = be16(tag, 2);
+            l3 += 4;
+            tags += 1;
+        }
+        match ethertype {
+            ETHERTYPE_IPV4 => Self::ipv4(frame, l3),
+            ETHERTYPE_IPV6 => Self::ipv6(frame, l3),
+            _ => Err(Counter::PassNonIp),
+        }
+    }
+
+    fn ipv4(frame: &'a [u8], l3: usize) -> Result<Self, Counter> {
+        let ip = frame.get(l3..l3 + 20).ok_or(Counter::MalformedIpv4)?;
+        let header_len = usize::from(ip[0] & 0x0f) * 4;
+        let total_len = usize::from(be16(ip, 2));
+        if ip[0] >> 4 != 4 || header_len < 20 || total_len < header_len {
+            return Err(Counter::MalformedIpv4);
+        }
+        if l3 + total_len > frame.len() {
+            return Err(Counter::MalformedIpv4);
+        }
+        let more_fragments = ip[6] & 0x20 != 0;
+        let fragment_offset = be16(ip, 6) & 0x1fff;
+        if more_fragments || fragment_offset != 0 {
+            return Err(Counter::PassFragment);
+        }
+        if ip[9] != 6 {
+            return Err(Counter::PassNonTcp);
+        }
+        let addrs = Addrs::V4 {
+            src: ip[12..16].try_into().unwrap(),
+            dst: ip[16..20].try_into().unwrap(),
+        };
+        Self::tcp(
+            frame,
+            Family::V4,
+            l3,
+            addrs,
+            l3 + header_len,
+            l3 + total_len,
+        )
+    }
+
+    fn ipv6(frame: &'a [u8], l3: usize) -> Result<Self, Counter> {
+        let ip = frame.get(l3..l3 + 40).ok_or(Counter::MalformedIpv6)?;
+        let end = l3 + 40 + usize::from(be16(ip, 4));
+        if ip[0] >> 4 != 6 || end > frame.len() {
+            return Err(Counter::MalformedIpv6);
+        }
+        let mut next = ip[6];
+        let mut offset = l3 + 40;
+        let mut walked = 0;
+        while next != 6 {
+            match next {
+                44 => return Err(Counter::PassFragment),
+                0 | 43 | 60 if walked == MAX_IPV6_EXT_HEADERS => {
+                    return Err(Counter::MalformedIpv6);
+                }
+                0 | 43 | 60 => {
+                    let ext = frame
+                        .get(offset..offset + 2)
+                        .ok_or(Counter::MalformedIpv6)?;
+                    next = ext[0];
+                    offset += (usize::from(ext[1]) + 1) * 8;
+                    walked += 1;
+                }
+                _ => return Err(Counter::PassNonTcp),
+            }
+        }
+        let addrs = Addrs::V6 {
+            src: ip[8..24].try_into().unwrap(),
+            dst: ip[24..40].try_into().unwrap(),
+        };
+        Self::tcp(frame, Family::V6, l3, addrs, offset, end)
+    }
+
+    fn tcp(
+        frame: &'a [u8],
+        family: Family,
+        l3: usize,
+        addrs: Addrs,
+        offset: usize,
+        end: usize,
+    ) -> Result<Self, Counter> {
+        let fixed = frame
+            .get(offset..offset + 20)
+            .ok_or(Counter::MalformedTcp)?;
+        let header_len = usize::from(fixed[12] >> 4) * 4;
+        if header_len < 20 || offset + header_len > end {
+            return Err(Counter::MalformedTcp);
+        }
+        Ok(Self {
+            family,
+            l3,
+            tuple: Tuple {
+                addrs,
+                sport: be16(fixed, 0),
+                dport: be16(fixed, 2),
+            },
+            tcp: &frame[offset..offset + header_len],
+        })
+    }
+}
+
+/// What a SYN's options offer, read like the kernel's `tcp_parse_options`: the scan stops at
+/// EOL, or at an option whose length is < 2 or runs past the header (a fault).
+#[derive(Default)]
+struct Offered {
+    /// Last non-zero MSS (kind 2, length 4).
+    mss: Option<u16>,
+    /// Last window scale (kind 3, length 3), clamped to 14.
+    wscale: Option<u8>,
+    /// SACK permitted (kind 4, length 2).
+    sack: bool,
+    /// Last TSval (kind 8, length 10).
+    timestamp: Option<u32>,
+    fault: bool,
+}
+
+impl Offered {
+    fn parse(mut rest: &[u8]) -> Self {
+        let mut offered = Self::default();
+        loop {
+            match rest {
+                [] | [0, ..] => break,
+                [1, tail @ ..] => rest = tail,
+                [kind, len, ..] if *len >= 2 && usize::from(*len) <= rest.len() => {
+                    let (option, tail) = rest.split_at(usize::from(*len));
+                    offered.note(*kind, &option[2..]);
+                    rest = tail;
+                }
+                _ => {
+                    offered.fault = true;
+                    break;
+                }
+            }
+        }
+        offered
+    }
+
+    fn note(&mut self, kind: u8, body: &[u8]) {
+        match (kind, body) {
+            (2, &[hi, lo]) if u16::from_be_bytes([hi, lo]) != 0 => {
+                self.mss = Some(u16::from_be_bytes([hi, lo]));
+            }
+            (3, &[shift]) => self.wscale = Some(shift.min(14)),
+            (4, []) => self.sack = true,
+            (8, &[a, b, c, d, _, _, _, _]) => {
+                self.timestamp = Some(u32::from_be_bytes([a, b, c, d]))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The kernel's cookie MSS tables (net/ipv4/syncookies.c, net/ipv6/syncookies.c) and the MSS
+/// `bpf_tcp_raw_gen_syncookie_ipv4/6` assume when the SYN has none.
+fn mss_index(family: Family, offered: Option<u16>) -> u32 {
+    let (table, assumed) = match family {
+        Family::V4 => ([536, 1300, 1440, 1460], 536),
+        Family::V6 => ([1220, 1420, 1440, 8940], 1220),
+    };
+    let mss = offered.unwrap_or(assumed);
+    table.iter().rposition(|&entry| mss >= entry).unwrap_or(0) as u32
+}
+
+/// The SYN-ACKs the program has sent, to judge ACKs (spec item g).
+///
+/// The kernel's cookie is `hash(tuple, minute) + ISN + mss_index` in its low 24 bits, and the
+/// check recovers the index from `ack - seq`: besides the exact completion (ack - seq =
+/// cookie - ISN), an ACK whose `ack - seq` is off by `d` passes when `mss_index + d` is
+/// another valid index (0..=3), as for any kernel SYN cookie. The model accepts exactly those.
+#[derive(Default)]
+pub struct CookieBook(HashMap<Tuple, Vec<Issued>>);
+
+#[derive(Clone, Copy)]
+struct Issued {
+    /// cookie - ISN
+    offset: u32,
+    mss_index: u32,
+}
+
+impl CookieBook {
+    /// Notes a SYN-ACK the program sent with sequence number `cookie`.
+    pub fn record(&mut self, reply: &SynAck, cookie: u32) {
+        let input = &reply.cookie;
+        self.0
+            .entry(input.client.clone())
+            .or_default()
+            .push(Issued {
+                offset: cookie.wrapping_sub(input.isn),
+                mss_index: input.mss_index,
+            });
+    }
+
+    fn accepts(&self, segment: &Segment<'_>) -> bool {
+        let seq = be32(segment.tcp, 4);
+        let ack = be32(segment.tcp, 8);
+        self.0.get(&segment.tuple).is_some_and(|issued| {
+            issued.iter().any(|i| {
+                let index = ack
+                    .wrapping_sub(seq)
+                    .wrapping_sub(i.offset)
+                    .wrapping_add(i.mss_index);
+                index <= 3
+            })
+        })
+    }
+}
+
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn be32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap())
+}
