@@ -85,6 +85,7 @@ counters! {
     PassUnprotectedPort = "pass_unprotected_port": "Passed: TCP to a port synguard does not protect.",
     PassOtherFlags = "pass_other_flags": "Passed: protected port, neither a bare SYN nor an ACK (RST, SYN+ACK, ...).",
     SynCookieSent = "syn_cookie_sent": "SYN answered with a cookie SYN-ACK (XDP_TX).",
+    SynKnownSocket = "syn_known_socket": "Passed: SYN for a 4-tuple the kernel has a socket for (TIME_WAIT reuse, a retransmitted SYN of a kernel handshake).",
     AckEstablished = "ack_established": "Passed: ACK for a 4-tuple the kernel already has a socket for.",
     AckCookieValid = "ack_cookie_valid": "Passed: ACK carrying a valid SYN cookie (nft synproxy takes over).",
     AckCookieInvalid = "ack_cookie_invalid": "Dropped: ACK with no socket and no valid cookie.",

@@ -8,6 +8,7 @@ mod csum;
 mod maps;
 mod options;
 mod parse;
+mod socket;
 mod synack;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -37,6 +38,12 @@ fn dispatch(ctx: &XdpContext) -> (u32, Counter) {
         return (xdp_action::XDP_PASS, Counter::PassUnprotectedPort);
     }
     match pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) {
+        // A SYN for a 4-tuple the kernel still holds (TIME_WAIT after the server closed, a
+        // request socket) goes to the kernel: it reopens TIME_WAIT properly, and conntrack sees
+        // the new connection. A cookie answered here would meet the old state on the ACK.
+        TCP_SYN if socket::kernel_has_socket(ctx, &pkt) == Some(true) => {
+            (xdp_action::XDP_PASS, Counter::SynKnownSocket)
+        }
         TCP_SYN => synack::answer_syn(ctx, &pkt),
         f if f & (TCP_SYN | TCP_ACK) == TCP_ACK => ack::judge_ack(ctx, &pkt),
         _ => (xdp_action::XDP_PASS, Counter::PassOtherFlags),

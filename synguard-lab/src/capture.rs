@@ -62,7 +62,6 @@ impl Capture {
         })
     }
 
-
     /// Every TCP segment captured so far that `keep` accepts (frames that are not TCP are
     /// skipped; a TCP frame etherparse cannot decode is an error).
     pub fn segments(&self, keep: impl Fn(&TcpSegment) -> bool) -> Result<Vec<TcpSegment>> {
@@ -296,10 +295,16 @@ mod tests {
 
     #[test]
     fn crafted_frames_decode_with_good_checksums() {
-        for (src, dst, vlan) in [("10.0.0.2", "10.0.0.1", None), ("fd00::2", "fd00::1", Some(7))] {
+        for (src, dst, vlan) in [
+            ("10.0.0.2", "10.0.0.1", None),
+            ("fd00::2", "fd00::1", Some(7)),
+        ] {
             let s = TcpSegment::parse(&syn(src, dst, vlan)).unwrap().unwrap();
             assert!(s.ip_checksum_ok && s.tcp_checksum_ok, "{s:?}");
-            assert_eq!((s.vlan, s.sport, s.seq, s.syn, s.ack_flag), (vlan, 40_000, 1000, true, false));
+            assert_eq!(
+                (s.vlan, s.sport, s.seq, s.syn, s.ack_flag),
+                (vlan, 40_000, 1000, true, false)
+            );
             assert_eq!(s.mss(), Some(1460));
             assert_eq!(s.timestamps(), Some((5, 0)));
             assert_eq!(s.wscale(), Some(7));

@@ -1,7 +1,7 @@
 //! The legitimate client: sequential connections from the client namespace, each reading the
 //! server's payload and checking it byte for byte, with per-connection timings.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -9,34 +9,45 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
-use socket2::{Domain, Protocol, Socket, Type};
+use anyhow::{Context as _, Result, anyhow, bail};
+use socket2::{Domain, Socket, Type};
 
 use crate::netns::{Netns, join};
-use crate::server::payload;
+use crate::server::{Protocol, REQUEST, payload};
 
 /// What the client does.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     pub target: SocketAddr,
+    /// Must match the server's.
+    pub protocol: Protocol,
     /// Size of the server's payload.
     pub payload_len: usize,
     /// Connections to make (the client also stops when told to).
     pub connections: usize,
     /// Bind each connection to the next port of this range (round robin, SO_REUSEADDR).
     pub source_ports: Option<RangeInclusive<u16>>,
+    /// Start connections at most this often (none: back to back).
+    pub interval: Option<Duration>,
     pub connect_timeout: Duration,
     /// Read timeout while downloading.
     pub io_timeout: Duration,
 }
 
 impl ClientConfig {
-    pub fn new(target: SocketAddr, payload_len: usize, connections: usize) -> Self {
+    pub fn new(
+        target: SocketAddr,
+        protocol: Protocol,
+        payload_len: usize,
+        connections: usize,
+    ) -> Self {
         Self {
             target,
+            protocol,
             payload_len,
             connections,
             source_ports: None,
+            interval: None,
             connect_timeout: Duration::from_secs(3),
             io_timeout: Duration::from_secs(5),
         }
@@ -46,6 +57,11 @@ impl ClientConfig {
         self.source_ports = Some(ports);
         self
     }
+
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = Some(interval);
+        self
+    }
 }
 
 /// Timings of one successful connection.
@@ -53,7 +69,7 @@ impl ClientConfig {
 pub struct Sample {
     /// From connect() to established.
     pub connect: Duration,
-    /// From connect() to the server's FIN after the whole payload.
+    /// From connect() to the server's FIN after the whole payload (request included).
     pub total: Duration,
 }
 
@@ -108,7 +124,10 @@ impl ClientReport {
         let mut counts = [0usize; BOUNDS_MS.len() + 1];
         for sample in &self.samples {
             let ms = metric(sample).as_secs_f64() * 1000.0;
-            let bucket = BOUNDS_MS.iter().position(|&b| ms <= b as f64).unwrap_or(BOUNDS_MS.len());
+            let bucket = BOUNDS_MS
+                .iter()
+                .position(|&b| ms <= b as f64)
+                .unwrap_or(BOUNDS_MS.len());
             counts[bucket] += 1;
         }
         let mut out = String::new();
@@ -154,15 +173,18 @@ pub struct Progress {
 impl Progress {
     /// (successful, failed) connections so far.
     pub fn get(&self) -> (u64, u64) {
-        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }
 
-/// A client running on its own thread in the client namespace.
+/// A client running on its own thread in the client namespace; told to stop when dropped.
 pub struct LegitClient {
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Result<ClientReport>>,
+    thread: Option<JoinHandle<Result<ClientReport>>>,
 }
 
 impl LegitClient {
@@ -171,12 +193,14 @@ impl LegitClient {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (progress, stop) = (Arc::clone(&progress), Arc::clone(&stop));
-            netns.spawn("legit-client", move || Ok(run_loop(&config, &progress, &stop)))?
+            netns.spawn("legit-client", move || {
+                Ok(run_loop(&config, &progress, &stop))
+            })?
         };
         Ok(Self {
             progress,
             stop,
-            thread,
+            thread: Some(thread),
         })
     }
 
@@ -184,17 +208,25 @@ impl LegitClient {
         &self.progress
     }
 
-    pub fn is_finished(&self) -> bool {
-        self.thread.is_finished()
-    }
-
     /// Asks the client to stop after the current connection.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    pub fn join(self) -> Result<ClientReport> {
-        join(self.thread)
+    /// Waits for the client to finish (all connections made, or stopped) and reports.
+    pub fn join(mut self) -> Result<ClientReport> {
+        let thread = self
+            .thread
+            .take()
+            .ok_or_else(|| anyhow!("client already joined"))?;
+        join(thread)
+    }
+}
+
+impl Drop for LegitClient {
+    fn drop(&mut self) {
+        // Not joined: the thread ends after its current connection.
+        self.stop();
     }
 }
 
@@ -205,12 +237,20 @@ pub fn run(netns: &Netns, config: ClientConfig) -> Result<ClientReport> {
 
 fn run_loop(config: &ClientConfig, progress: &Progress, stop: &AtomicBool) -> ClientReport {
     let expected = payload(config.payload_len);
-    let ports: Vec<u16> = config.source_ports.clone().map(Iterator::collect).unwrap_or_default();
+    let ports: Vec<u16> = config
+        .source_ports
+        .clone()
+        .map(Iterator::collect)
+        .unwrap_or_default();
     let mut report = ClientReport::default();
     let start = Instant::now();
     for i in 0..config.connections {
         if stop.load(Ordering::Relaxed) {
             break;
+        }
+        if let Some(interval) = config.interval {
+            let due = start + interval * u32::try_from(i).unwrap_or(u32::MAX);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
         let port = (!ports.is_empty()).then(|| ports[i % ports.len()]);
         match connection(config, port, &expected) {
@@ -220,7 +260,9 @@ fn run_loop(config: &ClientConfig, progress: &Progress, stop: &AtomicBool) -> Cl
             }
             Err(e) => {
                 let from = port.map_or_else(String::new, |p| format!(" from port {p}"));
-                report.failures.push(format!("connection #{i}{from}: {e:#}"));
+                report
+                    .failures
+                    .push(format!("connection #{i}{from}: {e:#}"));
                 progress.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -231,7 +273,11 @@ fn run_loop(config: &ClientConfig, progress: &Progress, stop: &AtomicBool) -> Cl
 
 fn connection(config: &ClientConfig, source_port: Option<u16>, expected: &[u8]) -> Result<Sample> {
     let target = config.target;
-    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
     if let Some(port) = source_port {
         let any: IpAddr = match target {
             SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
@@ -249,6 +295,10 @@ fn connection(config: &ClientConfig, source_port: Option<u16>, expected: &[u8]) 
     let connect = start.elapsed();
     let mut stream = TcpStream::from(socket);
     stream.set_read_timeout(Some(config.io_timeout))?;
+    stream.set_write_timeout(Some(config.io_timeout))?;
+    if config.protocol == Protocol::RequestFirst {
+        stream.write_all(REQUEST).context("sending the request")?;
+    }
     let mut received = Vec::with_capacity(expected.len());
     stream
         .read_to_end(&mut received)
@@ -294,6 +344,9 @@ mod tests {
         assert_eq!(r.slower_than(connect, Duration::from_millis(3)), 2);
         assert_eq!((r.successes(), r.attempts()), (5, 6));
         let hist = r.distribution(connect);
-        assert!(hist.contains("0-1 ms: 1") && hist.contains("64-128 ms: 1"), "{hist}");
+        assert!(
+            hist.contains("0-1 ms: 1") && hist.contains("64-128 ms: 1"),
+            "{hist}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use anyhow::{Result, anyhow, bail};
-use etherparse::{IpHeaders, Ipv4Header, Ipv6Header, IpNumber, PacketBuilder, TcpOptionElement};
+use etherparse::{IpHeaders, IpNumber, Ipv4Header, Ipv6Header, PacketBuilder, TcpOptionElement};
 
 /// The SYN options a client offers, in a given operating system's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,10 +66,6 @@ impl OptionStyle {
 
     pub fn offers_wscale(self) -> bool {
         self.has(|o| matches!(o, TcpOptionElement::WindowScale(_)))
-    }
-
-    pub fn offers_mss(self) -> bool {
-        self.has(|o| matches!(o, TcpOptionElement::MaximumSegmentSize(_)))
     }
 }
 
@@ -204,7 +200,10 @@ mod tests {
                     "10.0.0.2".parse().unwrap(),
                     "10.0.0.1".parse().unwrap(),
                     None,
-                    Segment::Syn { style: *s, tsval: 7 },
+                    Segment::Syn {
+                        style: *s,
+                        tsval: 7,
+                    },
                 );
                 f.len() - 14 - 20 - 20
             })
@@ -233,6 +232,8 @@ mod tests {
             tcp.options_iterator()
                 .any(|o| o == Ok(TcpOptionElement::Timestamp(99, 0)))
         );
-        assert!(OptionStyle::Linux.offers_timestamps() && !OptionStyle::Windows.offers_timestamps());
+        assert!(
+            OptionStyle::Linux.offers_timestamps() && !OptionStyle::Windows.offers_timestamps()
+        );
     }
 }

@@ -41,7 +41,10 @@ pub fn binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("SYNGUARD_BIN") {
         let path = PathBuf::from(path);
         if !path.is_file() {
-            bail!("SYNGUARD_BIN={} is not a file", path.display());
+            bail!(
+                "SYNGUARD_BIN={} is not a file (tests run in the crate directory: give an absolute path)",
+                path.display()
+            );
         }
         return Ok(path);
     }
@@ -79,11 +82,24 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `synguard --iface IFACE --ports PORTS --xdp-mode MODE EXTRA...` in `netns` and
     /// waits for its ready line.
-    pub fn start(netns: &Netns, iface: &str, ports: &str, mode: XdpMode, extra: &[&str]) -> Result<Self> {
+    pub fn start(
+        netns: &Netns,
+        iface: &str,
+        ports: &str,
+        mode: XdpMode,
+        extra: &[&str],
+    ) -> Result<Self> {
         let binary = binary()?;
         let mut cmd = netns.command(&binary.to_string_lossy());
-        cmd.args(["--iface", iface, "--ports", ports, "--xdp-mode", mode.as_str()])
-            .args(extra);
+        cmd.args([
+            "--iface",
+            iface,
+            "--ports",
+            ports,
+            "--xdp-mode",
+            mode.as_str(),
+        ])
+        .args(extra);
         let mut process = Process::spawn("synguard", cmd)?;
         process.wait_for_line(READY_LINE, READY_TIMEOUT)?;
         Ok(Self { process })
@@ -92,11 +108,6 @@ impl Daemon {
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         self.process.output()
-    }
-
-    /// Whether it is still running (it should be until stopped).
-    pub fn is_running(&mut self) -> Result<bool> {
-        Ok(self.process.try_wait()?.is_none())
     }
 
     /// Sends `signal` (SIGTERM or SIGINT), waits for the exit and returns it with the log.

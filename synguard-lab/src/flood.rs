@@ -63,7 +63,13 @@ pub struct Flood {
 impl Flood {
     /// Floods `port` on the lab's server address of the family of `dst` for at most
     /// `duration`: hping3 for IPv4, crafted frames for IPv6.
-    pub fn start(lab: &Lab, kind: FloodKind, dst: IpAddr, port: u16, duration: Duration) -> Result<Self> {
+    pub fn start(
+        lab: &Lab,
+        kind: FloodKind,
+        dst: IpAddr,
+        port: u16,
+        duration: Duration,
+    ) -> Result<Self> {
         let generator = match dst {
             IpAddr::V4(dst) => {
                 let flag = match kind {
@@ -71,18 +77,31 @@ impl Flood {
                     FloodKind::Ack => "-A",
                 };
                 let mut cmd = lab.client().command("timeout");
-                cmd.args(["-s", "INT", "-k", KILL_AFTER, &format!("{:.3}", duration.as_secs_f64())])
-                    .args(["hping3", flag, "--flood", "--rand-source", "-p", &port.to_string()])
-                    .arg(dst.to_string());
+                cmd.args([
+                    "-s",
+                    "INT",
+                    "-k",
+                    KILL_AFTER,
+                    &format!("{:.3}", duration.as_secs_f64()),
+                ])
+                .args([
+                    "hping3",
+                    flag,
+                    "--flood",
+                    "--rand-source",
+                    "-p",
+                    &port.to_string(),
+                ])
+                .arg(dst.to_string());
                 Generator::Hping3(Process::spawn("hping3", cmd)?)
             }
             IpAddr::V6(dst) => {
-                let socket = PacketSocket::open(lab.client(), lab.client_iface().name(), Duration::from_millis(100))?;
-                let l2 = L2 {
-                    src_mac: lab.client_iface().mac()?,
-                    dst_mac: lab.server_iface().mac()?,
-                    vlan: None,
-                };
+                let socket = PacketSocket::open(
+                    lab.client(),
+                    lab.client_iface().name(),
+                    Duration::from_millis(100),
+                )?;
+                let l2 = lab.client_to_server(None)?;
                 let stop = Arc::new(AtomicBool::new(false));
                 let thread = {
                     let stop = Arc::clone(&stop);
@@ -111,7 +130,10 @@ impl Flood {
     }
 
     fn finish(&mut self, now: bool) -> Result<FloodReport> {
-        let generator = self.generator.take().ok_or_else(|| anyhow!("flood already finished"))?;
+        let generator = self
+            .generator
+            .take()
+            .ok_or_else(|| anyhow!("flood already finished"))?;
         let (name, sent) = match generator {
             Generator::Hping3(mut process) => {
                 let grace = Duration::from_secs(30);
@@ -157,7 +179,8 @@ impl Drop for Flood {
 pub fn parse_hping3_sent(output: &str) -> Option<u64> {
     output.lines().find_map(|line| {
         let (count, rest) = line.trim().split_once(' ')?;
-        rest.starts_with("packets transmitted").then(|| count.parse().ok())?
+        rest.starts_with("packets transmitted")
+            .then(|| count.parse().ok())?
     })
 }
 
@@ -183,7 +206,9 @@ fn crafted_flood(
                     style: OptionStyle::MssOnly,
                     tsval: 0,
                 },
-                FloodKind::Ack => Segment::Ack { ack: rng.next_u32() },
+                FloodKind::Ack => Segment::Ack {
+                    ack: rng.next_u32(),
+                },
             };
             let frame = TcpFrame {
                 l2,

@@ -3,13 +3,14 @@
 //! every case runs and the failures are reported together.
 
 use std::fmt::Display;
+use std::io::Write as _;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use anyhow::Result;
 
 use crate::daemon::{Daemon, XdpMode, binary};
-use crate::server::PayloadServer;
+use crate::server::{PayloadServer, Protocol};
 use crate::topology::{Family, Lab, vlan_supported};
 
 /// A precondition of a test.
@@ -25,19 +26,22 @@ pub enum Need {
 
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join(tool)).is_ok_and(|m| m.is_file())
-        })
+        std::env::split_paths(&path)
+            .any(|dir| std::fs::metadata(dir.join(tool)).is_ok_and(|m| m.is_file()))
     })
 }
 
 fn missing(need: Need) -> Option<String> {
     match need {
-        Need::Tool(tool) => (!on_path(tool)).then(|| format!("`{tool}` is not installed (cargo xtask setup)")),
+        Need::Tool(tool) => {
+            (!on_path(tool)).then(|| format!("`{tool}` is not installed (cargo xtask setup)"))
+        }
         Need::Daemon => binary().err().map(|e| format!("{e:#}")),
         Need::Vlan => match vlan_supported() {
             Ok(true) => None,
-            Ok(false) => Some("the kernel cannot create 802.1Q (VLAN) interfaces (CONFIG_VLAN_8021Q)".to_owned()),
+            Ok(false) => Some(
+                "the kernel cannot create 802.1Q (VLAN) interfaces (CONFIG_VLAN_8021Q)".to_owned(),
+            ),
             Err(e) => Some(format!("probing 802.1Q support failed: {e:#}")),
         },
     }
@@ -47,7 +51,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Checks root and the basic tools plus `needs`. Returns the lock that keeps lab tests of
 /// this process one at a time (they flood a 2-core machine), or prints `SKIP: <reason>` for
-/// `test` and returns `None`.
+/// `test` (visible even when the test harness captures output) and returns `None`.
 pub fn start(test: &str, needs: &[Need]) -> Option<MutexGuard<'static, ()>> {
     let basics = [Need::Tool("ip"), Need::Tool("nft"), Need::Tool("bpftool")];
     let reason = if !nix::unistd::geteuid().is_root() {
@@ -56,7 +60,8 @@ pub fn start(test: &str, needs: &[Need]) -> Option<MutexGuard<'static, ()>> {
         basics.iter().chain(needs).find_map(|n| missing(*n))
     };
     if let Some(reason) = reason {
-        println!("SKIP: {test}: {reason}");
+        // Straight to the stream: the test harness captures print! output of passing tests.
+        let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
         return None;
     }
     Some(SERIAL.lock().unwrap_or_else(PoisonError::into_inner))
@@ -64,7 +69,11 @@ pub fn start(test: &str, needs: &[Need]) -> Option<MutexGuard<'static, ()>> {
 
 /// Runs `check` for every case, printing each outcome, and panics at the end listing every
 /// failed case with its error.
-pub fn run_cases<C: Display>(test: &str, cases: impl IntoIterator<Item = C>, mut check: impl FnMut(&C) -> anyhow::Result<()>) {
+pub fn run_cases<C: Display>(
+    test: &str,
+    cases: impl IntoIterator<Item = C>,
+    mut check: impl FnMut(&C) -> anyhow::Result<()>,
+) {
     let mut failures = Vec::new();
     let mut count = 0;
     for case in cases {
@@ -115,9 +124,21 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn start(lab: Lab, port: u16, payload_len: usize, ports: &str, mode: XdpMode, extra: &[&str]) -> Result<Self> {
-        let server = PayloadServer::start(lab.server(), port, payload_len)?;
+    /// Serves with [`Protocol::RequestFirst`] (HTTP-like).
+    pub fn start(
+        lab: Lab,
+        port: u16,
+        payload_len: usize,
+        ports: &str,
+        mode: XdpMode,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let server = PayloadServer::start(lab.server(), port, payload_len, Protocol::RequestFirst)?;
         let daemon = Daemon::start(lab.server(), lab.server_iface().name(), ports, mode, extra)?;
-        Ok(Self { daemon, server, lab })
+        Ok(Self {
+            daemon,
+            server,
+            lab,
+        })
     }
 }

@@ -16,6 +16,7 @@ use synguard_common::{Counter, MAP_COUNTERS};
 
 use crate::netns::{Iface, Netns};
 use crate::process::run;
+use crate::topology::Family;
 
 /// Named counters (`TcpInSegs`, `cookie_valid`, ...) with saturating differences.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,10 +26,6 @@ impl Stats {
     /// The value, 0 when the kernel does not have the counter.
     pub fn get(&self, name: &str) -> u64 {
         self.0.get(name).copied().unwrap_or(0)
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(name)
     }
 
     /// `self - earlier`, per counter.
@@ -59,8 +56,12 @@ fn parse_pairs(text: &str, into: &mut BTreeMap<String, u64>) -> Result<()> {
         let [names, values] = pair else {
             bail!("odd number of lines");
         };
-        let (prefix, names) = names.split_once(':').ok_or_else(|| anyhow!("no prefix in `{names}`"))?;
-        let (_, values) = values.split_once(':').ok_or_else(|| anyhow!("no prefix in `{values}`"))?;
+        let (prefix, names) = names
+            .split_once(':')
+            .ok_or_else(|| anyhow!("no prefix in `{names}`"))?;
+        let (_, values) = values
+            .split_once(':')
+            .ok_or_else(|| anyhow!("no prefix in `{values}`"))?;
         for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
             if let Ok(value) = value.parse::<u64>() {
                 into.insert(format!("{prefix}{name}"), value);
@@ -84,11 +85,16 @@ fn parse_lines(text: &str, into: &mut BTreeMap<String, u64>) {
 /// and sums each column over the CPUs.
 fn parse_stat_table(text: &str) -> Result<Stats> {
     let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().ok_or_else(|| anyhow!("empty table"))?.split_whitespace().collect();
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| anyhow!("empty table"))?
+        .split_whitespace()
+        .collect();
     let mut sums = BTreeMap::new();
     for line in lines {
         for (name, value) in header.iter().zip(line.split_whitespace()) {
-            let value = u64::from_str_radix(value, 16).with_context(|| format!("column {name}: `{value}`"))?;
+            let value = u64::from_str_radix(value, 16)
+                .with_context(|| format!("column {name}: `{value}`"))?;
             *sums.entry((*name).to_owned()).or_insert(0) += value;
         }
     }
@@ -100,13 +106,22 @@ fn read_proc_net(file: &str) -> Result<String> {
     fs::read_to_string(&path).with_context(|| format!("reading {path}"))
 }
 
+/// The counter of IP packets entering the stack: `IpInReceives` or `Ip6InReceives`.
+pub fn ip_in_receives(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "IpInReceives",
+        Family::V6 => "Ip6InReceives",
+    }
+}
+
 /// IP, IPv6, TCP and TcpExt counters of the namespace (`TcpInSegs`, `IpInReceives`,
 /// `Ip6InReceives`, `TcpExtSyncookiesSent`, `TcpExtListenOverflows`, `TcpExtListenDrops`, ...).
 pub fn snmp(netns: &Netns) -> Result<Stats> {
     netns.run(|| {
         let mut all = BTreeMap::new();
         for file in ["snmp", "netstat"] {
-            parse_pairs(&read_proc_net(file)?, &mut all).with_context(|| format!("parsing /proc/net/{file}"))?;
+            parse_pairs(&read_proc_net(file)?, &mut all)
+                .with_context(|| format!("parsing /proc/net/{file}"))?;
         }
         parse_lines(&read_proc_net("snmp6")?, &mut all);
         Ok(Stats(all))
@@ -116,7 +131,10 @@ pub fn snmp(netns: &Netns) -> Result<Stats> {
 /// `/proc/net/stat/synproxy` summed over CPUs: `entries`, `syn_received`, `cookie_invalid`,
 /// `cookie_valid`, `cookie_retrans`, `conn_reopened`.
 pub fn synproxy(netns: &Netns) -> Result<Stats> {
-    netns.run(|| parse_stat_table(&read_proc_net("stat/synproxy")?).context("parsing /proc/net/stat/synproxy"))
+    netns.run(|| {
+        parse_stat_table(&read_proc_net("stat/synproxy")?)
+            .context("parsing /proc/net/stat/synproxy")
+    })
 }
 
 fn sysctl_path(name: &str) -> String {
@@ -152,6 +170,24 @@ pub fn nft_tables(netns: &Netns) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The interface's packet statistics (`ip -s link`) as `rx_packets`, `rx_dropped`,
+/// `tx_packets`, `tx_dropped`, ...
+pub fn link_stats(iface: &Iface) -> Result<Stats> {
+    let details = iface.details()?;
+    let mut stats = BTreeMap::new();
+    for direction in ["rx", "tx"] {
+        let Some(fields) = details["stats64"][direction].as_object() else {
+            bail!("no {direction} statistics for {}", iface.name());
+        };
+        for (name, value) in fields {
+            if let Some(value) = value.as_u64() {
+                stats.insert(format!("{direction}_{name}"), value);
+            }
+        }
+    }
+    Ok(Stats(stats))
+}
+
 /// Id of the XDP program attached to `iface` (any mode), from `ip -j -d link show`.
 pub fn xdp_prog_id(iface: &Iface) -> Result<Option<u32>> {
     let details = iface.details()?;
@@ -165,9 +201,12 @@ pub fn xdp_prog_id(iface: &Iface) -> Result<Option<u32>> {
     } else {
         &xdp["attached"][0]["prog"]
     };
-    let id = prog["id"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("no program id in the XDP description of {}: {xdp}", iface.name()))?;
+    let id = prog["id"].as_u64().ok_or_else(|| {
+        anyhow!(
+            "no program id in the XDP description of {}: {xdp}",
+            iface.name()
+        )
+    })?;
     Ok(Some(u32::try_from(id)?))
 }
 
@@ -214,7 +253,8 @@ impl Counters {
 
     /// The counters of the program attached to `iface`.
     pub fn of(iface: &Iface) -> Result<Self> {
-        let id = xdp_prog_id(iface)?.ok_or_else(|| anyhow!("no XDP program on {}", iface.name()))?;
+        let id =
+            xdp_prog_id(iface)?.ok_or_else(|| anyhow!("no XDP program on {}", iface.name()))?;
         Self::read(id)
     }
 }
@@ -241,7 +281,9 @@ fn json_number(value: &Value) -> Result<u64> {
     if let Some(n) = value.as_u64() {
         return Ok(n);
     }
-    let bytes = value.as_array().ok_or_else(|| anyhow!("not a number: {value}"))?;
+    let bytes = value
+        .as_array()
+        .ok_or_else(|| anyhow!("not a number: {value}"))?;
     if bytes.len() > 8 {
         bail!("{} bytes do not fit a u64", bytes.len());
     }
@@ -254,14 +296,24 @@ fn json_number(value: &Value) -> Result<u64> {
 
 /// Parses `bpftool -j map dump` of a per-CPU u64 array and sums the CPUs.
 fn parse_counter_dump(dump: &Value) -> Result<Counters> {
-    let entries = dump.as_array().ok_or_else(|| anyhow!("map dump is not a list"))?;
+    let entries = dump
+        .as_array()
+        .ok_or_else(|| anyhow!("map dump is not a list"))?;
     let mut counters = Counters::default();
     for entry in entries {
         // With BTF bpftool adds the decoded form; without, it has raw bytes only.
-        let entry = if entry["formatted"].is_object() { &entry["formatted"] } else { entry };
+        let entry = if entry["formatted"].is_object() {
+            &entry["formatted"]
+        } else {
+            entry
+        };
         let key = usize::try_from(json_number(&entry["key"])?)?;
-        let values = entry["values"].as_array().ok_or_else(|| anyhow!("entry without per-CPU values: {entry}"))?;
-        let sum = values.iter().try_fold(0u64, |acc, v| Ok::<_, anyhow::Error>(acc + json_number(&v["value"])?))?;
+        let values = entry["values"]
+            .as_array()
+            .ok_or_else(|| anyhow!("entry without per-CPU values: {entry}"))?;
+        let sum = values.iter().try_fold(0u64, |acc, v| {
+            Ok::<_, anyhow::Error>(acc + json_number(&v["value"])?)
+        })?;
         if let Some(slot) = counters.0.get_mut(key) {
             *slot = sum;
         }
@@ -281,12 +333,15 @@ mod tests {
             &mut all,
         )
         .unwrap();
-        parse_lines("Ip6InReceives                   	12\nIp6InHdrErrors 0\n", &mut all);
+        parse_lines(
+            "Ip6InReceives                   	12\nIp6InHdrErrors 0\n",
+            &mut all,
+        );
         let stats = Stats(all);
         assert_eq!(stats.get("TcpInSegs"), 42);
         assert_eq!(stats.get("TcpExtSyncookiesSent"), 7);
         assert_eq!(stats.get("Ip6InReceives"), 12);
-        assert!(!stats.contains("TcpMaxConn"));
+        assert!(!stats.0.contains_key("TcpMaxConn"));
     }
 
     #[test]
@@ -307,7 +362,12 @@ mod tests {
             r#"[{"key":["0x06","0x00","0x00","0x00"],"values":[{"cpu":0,"value":["0x02","0x01","0x00","0x00","0x00","0x00","0x00","0x00"]}]}]"#,
         )
         .unwrap();
-        assert_eq!(parse_counter_dump(&raw).unwrap().get(Counter::SynCookieSent), 0x102);
+        assert_eq!(
+            parse_counter_dump(&raw)
+                .unwrap()
+                .get(Counter::SynCookieSent),
+            0x102
+        );
         let btf: Value = serde_json::from_str(
             r#"[{"key":["0x06"],"values":[],"formatted":{"key":6,"values":[{"cpu":0,"value":3},{"cpu":1,"value":4}]}}]"#,
         )

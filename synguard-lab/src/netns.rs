@@ -22,11 +22,11 @@ pub const PREFIX: &str = "sgl";
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
-/// `sgl<pid><n>` in hex: unique on the machine while this process lives, and short enough to
-/// leave room for a role suffix within the 15 characters of an interface name.
+/// `sgl<pid>-<n>` in hex: unique on the machine while this process lives, and short enough to
+/// leave room for a two-letter role suffix within the 15 characters of an interface name.
 pub fn unique_id() -> String {
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    format!("{PREFIX}{:x}{n:x}", std::process::id())
+    format!("{PREFIX}{:x}-{n:x}", std::process::id())
 }
 
 /// A named network namespace (`ip netns add`), deleted with everything in it on drop.
@@ -161,13 +161,17 @@ impl Iface {
         self.ip(&["link", "set", "dev", &self.name, "up"]).map(drop)
     }
 
-    /// `ip -j -d link show`: the interface's JSON description.
+    /// `ip -j -d -s link show`: the interface's JSON description, with statistics.
     pub fn details(&self) -> Result<serde_json::Value> {
-        let text = self.ip(&["-j", "-d", "link", "show", "dev", &self.name])?;
+        let text = self.ip(&["-j", "-d", "-s", "link", "show", "dev", &self.name])?;
         let mut list: Vec<serde_json::Value> = serde_json::from_str(&text)
             .with_context(|| format!("parsing `ip -j link show {}`", self.name))?;
         if list.len() != 1 {
-            bail!("`ip link show {}` listed {} interfaces", self.name, list.len());
+            bail!(
+                "`ip link show {}` listed {} interfaces",
+                self.name,
+                list.len()
+            );
         }
         Ok(list.remove(0))
     }
@@ -178,14 +182,6 @@ impl Iface {
             .as_str()
             .ok_or_else(|| anyhow!("{} has no MAC address", self.name))?;
         parse_mac(text)
-    }
-
-    pub fn index(&self) -> Result<u32> {
-        let details = self.details()?;
-        details["ifindex"]
-            .as_u64()
-            .and_then(|i| u32::try_from(i).ok())
-            .ok_or_else(|| anyhow!("{} has no ifindex", self.name))
     }
 }
 

@@ -41,7 +41,13 @@ fn check(ret: libc::c_int, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn set_option<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T, what: &str) -> Result<()> {
+fn set_option<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+    what: &str,
+) -> Result<()> {
     // SAFETY: `value` points to a live T whose size is passed.
     let ret = unsafe {
         libc::setsockopt(
@@ -69,7 +75,8 @@ impl PacketSocket {
             // Protocol 0: receive nothing until bound to the interface, so no frame from
             // another interface slips in between socket() and bind().
             // SAFETY: plain syscall.
-            let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+            let raw =
+                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
             check(raw, "creating an AF_PACKET socket")?;
             // SAFETY: a fresh descriptor that nothing else owns.
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -80,7 +87,13 @@ impl PacketSocket {
                 iface: iface.to_owned(),
             };
             let one: libc::c_int = 1;
-            set_option(&socket.fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, &one, "PACKET_AUXDATA")?;
+            set_option(
+                &socket.fd,
+                libc::SOL_PACKET,
+                libc::PACKET_AUXDATA,
+                &one,
+                "PACKET_AUXDATA",
+            )?;
             set_option(
                 &socket.fd,
                 libc::SOL_PACKET,
@@ -92,7 +105,13 @@ impl PacketSocket {
                 tv_sec: recv_timeout.as_secs() as libc::time_t,
                 tv_usec: recv_timeout.subsec_micros() as libc::suseconds_t,
             };
-            set_option(&socket.fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout, "SO_RCVTIMEO")?;
+            set_option(
+                &socket.fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &timeout,
+                "SO_RCVTIMEO",
+            )?;
             let addr = socket.address(ETH_P_ALL);
             // SAFETY: `addr` is a sockaddr_ll of the size passed.
             let ret = unsafe {
@@ -135,7 +154,11 @@ impl PacketSocket {
                 .with_context(|| format!("sending a frame on {}", self.iface));
         }
         if sent as usize != frame.len() {
-            bail!("short send on {}: {sent} of {} bytes", self.iface, frame.len());
+            bail!(
+                "short send on {}: {sent} of {} bytes",
+                self.iface,
+                frame.len()
+            );
         }
         Ok(())
     }
@@ -158,7 +181,10 @@ impl PacketSocket {
         let len = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &raw mut msg, 0) };
         if len < 0 {
             let err = std::io::Error::last_os_error();
-            if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
                 return Ok(None);
             }
             return Err(err).with_context(|| format!("receiving on {}", self.iface));

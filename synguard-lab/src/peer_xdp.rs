@@ -62,14 +62,7 @@ struct LinkCreateAttr {
 fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<OwnedFd> {
     // SAFETY: `attr` is a live, fully initialised repr(C) prefix of union bpf_attr and its
     // size is passed along; the kernel zero-extends the rest.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_ref(attr),
-            size_of::<T>(),
-        )
-    };
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_ref(attr), size_of::<T>()) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }

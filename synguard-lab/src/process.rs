@@ -91,7 +91,11 @@ impl Process {
         })
     }
 
-    fn reader(name: &str, pipe: impl Read + Send + 'static, log: &Arc<Log>) -> Result<JoinHandle<()>> {
+    fn reader(
+        name: &str,
+        pipe: impl Read + Send + 'static,
+        log: &Arc<Log>,
+    ) -> Result<JoinHandle<()>> {
         let log = Arc::clone(log);
         thread::Builder::new()
             .name(format!("{name}-output"))
@@ -103,19 +107,6 @@ impl Process {
                 }
             })
             .context("spawning an output reader thread")
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Every line captured so far.
-    pub fn lines(&self) -> Vec<String> {
-        self.log.lines().clone()
     }
 
     /// The captured output as one text, for messages.

@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::{Context as _, Result};
 
+use crate::craft::L2;
 use crate::netns::{Iface, Netns, VethPair, unique_id};
 use crate::peer_xdp::PassProgram;
 
@@ -94,19 +95,11 @@ pub const VLAN_LINK: Subnet = Subnet {
     client_v6: Ipv6Addr::new(0xfd00, 0x201, 1, 0, 0, 0, 0, 2),
 };
 
-/// 802.1Q sub-interfaces on both veth ends.
-pub struct Vlan {
-    pub id: u16,
-    pub server_iface: Iface,
-    pub client_iface: Iface,
-}
-
 /// Client and server namespaces joined by a veth pair. Everything is removed on drop.
 pub struct Lab {
     // Drop order: detach the client's program, then the link, then the namespaces.
     _peer_napi: PassProgram,
     veth: VethPair,
-    vlan: Option<Vlan>,
     client: Netns,
     server: Netns,
 }
@@ -129,30 +122,29 @@ impl Lab {
         let client = Netns::create(&format!("{id}-cli"))?;
         let veth = VethPair::create(&server, &format!("{id}s"), &client, &format!("{id}c"))?;
         LINK.configure(&veth.a, &veth.b)?;
-        let vlan = vid
-            .map(|vid| -> Result<Vlan> {
-                let server_iface = add_vlan(&server, &veth.a, &format!("{id}sv"), vid)?;
-                let client_iface = add_vlan(&client, &veth.b, &format!("{id}cv"), vid)?;
-                VLAN_LINK.configure(&server_iface, &client_iface)?;
-                Ok(Vlan {
-                    id: vid,
-                    server_iface,
-                    client_iface,
-                })
-            })
-            .transpose()?;
-        for (ns, peer) in [(&server, &LINK.client_v4.to_string()), (&client, &LINK.server_v4.to_string())] {
-            ns.ip(&["route", "add", "default", "via", peer])?;
+        // The sub-interfaces go with the namespaces.
+        if let Some(vid) = vid {
+            let server_vlan = add_vlan(&server, &veth.a, &format!("{id}sv"), vid)?;
+            let client_vlan = add_vlan(&client, &veth.b, &format!("{id}cv"), vid)?;
+            VLAN_LINK.configure(&server_vlan, &client_vlan)?;
         }
-        for (ns, peer) in [(&server, &LINK.client_v6.to_string()), (&client, &LINK.server_v6.to_string())] {
-            ns.ip(&["-6", "route", "add", "default", "via", peer])?;
+        for family in Family::ALL {
+            let flag = match family {
+                Family::V4 => "-4",
+                Family::V6 => "-6",
+            };
+            for (ns, via) in [
+                (&server, LINK.client(family)),
+                (&client, LINK.server(family)),
+            ] {
+                ns.ip(&[flag, "route", "add", "default", "via", &via.to_string()])?;
+            }
         }
         let peer_napi = PassProgram::attach(&client, veth.b.name())
             .context("the client veth needs an XDP program so the server's XDP_TX reaches it")?;
         Ok(Self {
             _peer_napi: peer_napi,
             veth,
-            vlan,
             client,
             server,
         })
@@ -176,16 +168,21 @@ impl Lab {
         &self.veth.b
     }
 
-    pub fn vlan(&self) -> Option<&Vlan> {
-        self.vlan.as_ref()
-    }
-
     pub fn server_ip(&self, family: Family) -> IpAddr {
         LINK.server(family)
     }
 
     pub fn client_ip(&self, family: Family) -> IpAddr {
         LINK.client(family)
+    }
+
+    /// Ethernet addressing of a frame crafted on the client's veth for the server.
+    pub fn client_to_server(&self, vlan: Option<u16>) -> Result<L2> {
+        Ok(L2 {
+            src_mac: self.client_iface().mac()?,
+            dst_mac: self.server_iface().mac()?,
+            vlan,
+        })
     }
 
     pub fn server_addr(&self, family: Family, port: u16) -> SocketAddr {
@@ -215,5 +212,11 @@ pub fn vlan_supported() -> Result<bool> {
     let id = unique_id();
     let ns = Netns::create(&format!("{id}-probe"))?;
     let _veth = VethPair::create(&ns, &format!("{id}a"), &ns, &format!("{id}b"))?;
-    Ok(add_vlan(&ns, &Iface::new(&ns, &format!("{id}a")), &format!("{id}v"), 1).is_ok())
+    Ok(add_vlan(
+        &ns,
+        &Iface::new(&ns, &format!("{id}a")),
+        &format!("{id}v"),
+        1,
+    )
+    .is_ok())
 }

@@ -1,21 +1,28 @@
 //! A client downloads a payload byte for byte through synguard, and the counters prove the
 //! path: XDP answered the SYNs (`syn_cookie_sent`) and validated the ACKs (`ack_cookie_valid`),
 //! SYNPROXY saw no SYN (`syn_received` unchanged) but took the cookie ACKs (`cookie_valid`).
+//! Also for a server that speaks first (SMTP, SSH): no client segment follows the handshake,
+//! so the server side of the SYNPROXY hand-off must complete by itself.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use synguard_common::Counter;
 use synguard_lab::client::{self, ClientConfig};
+use synguard_lab::daemon::Daemon;
 use synguard_lab::daemon::XdpMode;
 use synguard_lab::harness::{self, Bench, Need, run_cases};
 use synguard_lab::kernel::{self, Counters};
+use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Lab, VLAN_LINK};
 
 const PORT: u16 = 8080;
 const PAYLOAD: usize = 256 * 1024;
 const CONNECTIONS: usize = 5;
 const VLAN_ID: u16 = 201;
+/// A connection slower than this stalled (they take about a millisecond here).
+const STALL: Duration = Duration::from_millis(200);
 
 #[test]
 fn download_through_synguard() {
@@ -47,13 +54,17 @@ fn download(lab: Lab, target: SocketAddr, mode: XdpMode) -> Result<()> {
     let counters_before = Counters::of(iface)?;
     let synproxy_before = kernel::synproxy(server)?;
 
-    let report = client::run(bench.lab.client(), ClientConfig::new(target, PAYLOAD, CONNECTIONS))?;
+    let config = ClientConfig::new(target, Protocol::RequestFirst, PAYLOAD, CONNECTIONS);
+    let report = client::run(bench.lab.client(), config)?;
 
     let counters = Counters::of(iface)?.since(&counters_before);
     let synproxy = kernel::synproxy(server)?.since(&synproxy_before);
     println!("client: {}", report.summary());
     println!("synguard counters: {counters}");
-    println!("synproxy: {}", synproxy.show(&["syn_received", "cookie_valid", "cookie_invalid"]));
+    println!(
+        "synproxy: {}",
+        synproxy.show(&["syn_received", "cookie_valid", "cookie_invalid"])
+    );
     ensure!(
         report.failures.is_empty(),
         "{} of {CONNECTIONS} downloads failed: {:?}\ndaemon log:\n{}",
@@ -83,6 +94,63 @@ fn download(lab: Lab, target: SocketAddr, mode: XdpMode) -> Result<()> {
         "SYNPROXY validated {cookie_valid} cookies for {expected} connections"
     );
     let exit = bench.daemon.stop()?;
-    ensure!(exit.status.success(), "daemon exited with {}:\n{}", exit.status, exit.log);
+    ensure!(
+        exit.status.success(),
+        "daemon exited with {}:\n{}",
+        exit.status,
+        exit.log
+    );
     Ok(())
+}
+
+#[test]
+fn server_speaks_first_without_stall() {
+    let Some(_serial) = harness::start("server speaks first", &[Need::Daemon]) else {
+        return;
+    };
+    run_cases("server speaks first", harness::cases(), |case| {
+        let lab = Lab::new()?;
+        let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::ServerFirst)?;
+        let daemon = Daemon::start(
+            lab.server(),
+            lab.server_iface().name(),
+            &PORT.to_string(),
+            case.mode,
+            &[],
+        )?;
+        let snmp_before = kernel::snmp(lab.server())?;
+        let target = lab.server_addr(case.family, PORT);
+        let config = ClientConfig::new(target, Protocol::ServerFirst, PAYLOAD, CONNECTIONS);
+        let report = client::run(lab.client(), config)?;
+        let snmp = kernel::snmp(lab.server())?.since(&snmp_before);
+        println!("client: {}", report.summary());
+        ensure!(
+            report.failures.is_empty(),
+            "failures: {:?}",
+            report.failures
+        );
+        let total = |s: &client::Sample| s.total;
+        let stalled = report.slower_than(total, STALL);
+        ensure!(
+            stalled == 0,
+            "{stalled} of {CONNECTIONS} connections took longer than {STALL:?} (max {:.2?}); listener: {} \
+             (the listener dropped the ACK that completes its side of the hand-off and waited for \
+             its SYN-ACK retransmission)\ndistribution:\n{}",
+            report.max(total),
+            snmp.show(&[
+                "TcpExtTSEcrRejected",
+                "TcpExtTCPSynRetrans",
+                "TcpRetransSegs"
+            ]),
+            report.distribution(total),
+        );
+        let exit = daemon.stop()?;
+        ensure!(
+            exit.status.success(),
+            "daemon exited with {}:\n{}",
+            exit.status,
+            exit.log
+        );
+        Ok(())
+    });
 }

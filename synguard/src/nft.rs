@@ -219,8 +219,6 @@ fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
 /// ```text
 /// table inet synguard {
 ///   set ports { type inet_service; flags interval; elements = { ... } }
-///   chain prerouting { type filter hook prerouting priority raw;
-///     iifname != "lo" tcp dport @ports tcp flags & (fin|syn|rst|ack) == syn notrack }
 ///   chain output { type filter hook output priority raw;
 ///     tcp dport @ports tcp flags & (fin|syn|rst|ack) == ack fib saddr type != local notrack }
 ///   chain input { type filter hook input priority filter;
@@ -230,10 +228,15 @@ fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
 /// }
 /// ```
 ///
-/// SYNs that reach the stack (XDP passed them, or an interface without XDP) stay untracked
-/// so synproxy answers them; a cookie ACK has no conntrack entry, is `invalid` (with
-/// `nf_conntrack_tcp_loose=0`) and synproxy turns it into a connection. Anything else
-/// invalid on these ports is dropped; other ports are untouched.
+/// XDP answers the SYNs; an ACK with a valid cookie has no conntrack entry, is `invalid` (with
+/// `nf_conntrack_tcp_loose=0`) and synproxy turns it into a connection. Anything else invalid
+/// on these ports is dropped; other ports are untouched.
+///
+/// Unlike the textbook synproxy setup there is no raw-prerouting `notrack` for SYNs: a SYN that
+/// XDP passes on purpose (its 4-tuple is still in TIME_WAIT) must meet conntrack and the
+/// listener, which reopen the old connection; a synproxy cookie answered there would later
+/// meet the old TIME_WAIT conntrack entry, which swallows the ACK (measured: a reused port
+/// hung the connection). On an interface without XDP, SYNs get the kernel's own handling.
 ///
 /// The output rule fixes a stall of the stock synproxy rules. Synproxy completes the
 /// handshake with the listener by sending it an ACK from the client's address. That ACK leaves
@@ -248,7 +251,7 @@ fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
 /// connections, measured as 1.65 s stalls). Leaving that ACK untracked keeps the translation
 /// away from it. It is the only locally generated packet to a protected port with a foreign
 /// source address and ACK alone; it comes back in on `lo`, hence the loopback exemptions, which
-/// also leave host-local clients to the plain stack (no XDP, conntrack as usual).
+/// also leave host-local clients to the plain stack (conntrack as usual).
 fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
     let elements = ports
         .ranges()
@@ -277,18 +280,8 @@ fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
             elem: Some(elements.into()),
             ..Set::default()
         }))),
-        add(base_chain("prerouting", NfHook::Prerouting, PRIO_RAW)),
         add(base_chain("output", NfHook::Output, PRIO_RAW)),
         add(base_chain("input", NfHook::Input, PRIO_FILTER)),
-        add(rule(
-            "prerouting",
-            vec![
-                not_loopback(),
-                dport_protected(),
-                only_flag("syn"),
-                Statement::Notrack,
-            ],
-        )),
         add(rule(
             "output",
             vec![
@@ -480,24 +473,19 @@ mod tests {
         );
         assert_eq!(objects[1]["add"]["set"]["flags"], json!(["interval"]));
         assert_eq!(objects[2]["add"]["chain"]["prio"], json!(-300));
-        assert_eq!(objects[3]["add"]["chain"]["hook"], json!("output"));
-        assert_eq!(objects[4]["add"]["chain"]["hook"], json!("input"));
+        assert_eq!(objects[2]["add"]["chain"]["hook"], json!("output"));
+        assert_eq!(objects[3]["add"]["chain"]["hook"], json!("input"));
 
         let not_lo =
             json!({"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "lo"}});
-        let only = |flag: &str| {
-            json!({"match": {"op": "==", "right": flag, "left": {"&": [
+        let output = &objects[4]["add"]["rule"]["expr"];
+        assert_eq!(
+            output[1],
+            json!({"match": {"op": "==", "right": "ack", "left": {"&": [
                 {"payload": {"protocol": "tcp", "field": "flags"}},
                 ["fin", "syn", "rst", "ack"]
             ]}}})
-        };
-        let prerouting = &objects[5]["add"]["rule"]["expr"];
-        assert_eq!(prerouting[0], not_lo);
-        assert_eq!(prerouting[2], only("syn"));
-        assert_eq!(prerouting[3], json!({"notrack": null}));
-
-        let output = &objects[6]["add"]["rule"]["expr"];
-        assert_eq!(output[1], only("ack"));
+        );
         assert_eq!(
             output[2],
             json!({"match": {"op": "!=", "right": "local",
@@ -505,17 +493,17 @@ mod tests {
         );
         assert_eq!(output[3], json!({"notrack": null}));
 
-        let v4 = &objects[7]["add"]["rule"]["expr"];
+        let v4 = &objects[5]["add"]["rule"]["expr"];
         assert_eq!(v4[0], not_lo);
         assert_eq!(v4[1]["match"]["right"], json!("ipv4"));
         assert_eq!(v4[2]["match"]["right"], json!("@ports"));
         assert_eq!(v4[3]["match"]["op"], json!("in"));
         assert_eq!(v4[4]["synproxy"]["mss"], json!(1460));
         assert_eq!(v4[4]["synproxy"]["wscale"], json!(7));
-        let v6 = &objects[8]["add"]["rule"]["expr"];
+        let v6 = &objects[6]["add"]["rule"]["expr"];
         assert_eq!(v6[1]["match"]["right"], json!("ipv6"));
         assert_eq!(v6[4]["synproxy"]["mss"], json!(1440));
-        let drop = &objects[9]["add"]["rule"]["expr"];
+        let drop = &objects[7]["add"]["rule"]["expr"];
         assert_eq!(drop[0], not_lo);
         assert_eq!(drop[3], json!({"drop": null}));
     }

@@ -1,1 +1,135 @@
-fn main(){}
+//! `cargo xtask setup | build | test | lab`: the project's own tasks.
+
+mod lab;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use synguard_lab::daemon::XdpMode;
+
+#[derive(Parser)]
+#[command(about = "synguard's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh Debian bookworm machine lacks (idempotent; needs root).
+    Setup,
+    /// Build the release daemon: target/release/synguard.
+    Build,
+    /// Setup, build, then run every test (one at a time) against the release daemon.
+    Test {
+        /// Passed on to the test binaries (a name filter, --nocapture, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The demo: a SYN flood against a protected server in a namespace lab.
+    Lab {
+        /// How long to flood.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// XDP attach mode of the daemon.
+        #[arg(long, value_enum, default_value_t = Mode::Native)]
+        xdp_mode: Mode,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Native,
+    Skb,
+}
+
+impl From<Mode> for XdpMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Native => XdpMode::Native,
+            Mode::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+fn release_binary() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+        .join("release/synguard")
+}
+
+/// `cargo` as invoked (the `CARGO` cargo sets for `cargo run`), in the workspace root.
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs `cmd` with inherited output; fails unless it exits 0.
+fn run(cmd: &mut Command) -> Result<()> {
+    let what = synguard_lab::process::describe(cmd);
+    println!("+ {what}");
+    let status = cmd.status().with_context(|| format!("starting `{what}`"))?;
+    if !status.success() {
+        bail!("`{what}` failed ({status})");
+    }
+    Ok(())
+}
+
+fn build() -> Result<()> {
+    run(cargo().args(["build", "--release", "-p", "synguard"]))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::setup()?;
+    build()?;
+    run(cargo()
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "synguard-ebpf",
+            "--no-fail-fast",
+            "--",
+            "--test-threads=1",
+        ])
+        .args(args)
+        .env("SYNGUARD_BIN", release_binary()))
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Task::Setup => setup::setup(),
+        Task::Build => build(),
+        Task::Test { args } => test(&args),
+        Task::Lab { seconds, xdp_mode } => (if release_binary().is_file() {
+            Ok(())
+        } else {
+            build()
+        })
+        .and_then(|()| {
+            lab::run(
+                &release_binary(),
+                std::time::Duration::from_secs(seconds),
+                xdp_mode.into(),
+            )
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

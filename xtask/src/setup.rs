@@ -1,0 +1,162 @@
+//! `cargo xtask setup`: installs what a fresh Debian bookworm machine lacks, checking first,
+//! so a second run only reports what is there.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::run;
+
+/// Debian packages: LLVM 22 for bpf-linker, and the lab's tools.
+const APT_PACKAGES: [&str; 13] = [
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+    "nftables",
+    "hping3",
+    "iproute2",
+    "ethtool",
+    "tcpdump",
+    "bpftool",
+    "curl",
+    "conntrack",
+    "kmod",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Kernel modules synguard and the lab need, with the config symbol that builds them in.
+const MODULES: [(&str, &str); 4] = [
+    ("nf_conntrack", "CONFIG_NF_CONNTRACK"),
+    ("nf_synproxy_core", "CONFIG_NETFILTER_SYNPROXY"),
+    ("nft_synproxy", "CONFIG_NFT_SYNPROXY"),
+    ("veth", "CONFIG_VETH"),
+];
+
+/// stdout of `cmd`, or `None` if it cannot run or fails.
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_none_or(|status| !status.ends_with("installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        println!("present: Debian packages {}", APT_PACKAGES.join(" "));
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {} (run as root to install them)",
+            missing.join(" ")
+        );
+    }
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    println!("installed: Debian packages {}", missing.join(" "));
+    Ok(())
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .context(
+        "`rustup component list --toolchain nightly` failed: is the nightly toolchain installed?",
+    )?;
+    if installed.lines().any(|c| c.trim().starts_with("rust-src")) {
+        println!("present: rust-src for the nightly toolchain");
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    println!("installed: rust-src for the nightly toolchain");
+    Ok(())
+}
+
+fn bpf_linker() -> Result<()> {
+    let version = output(Command::new("bpf-linker").arg("--version"));
+    if version
+        .as_deref()
+        .is_some_and(|v| v.split_whitespace().any(|w| w == BPF_LINKER_VERSION))
+    {
+        println!("present: bpf-linker {BPF_LINKER_VERSION}");
+        return Ok(());
+    }
+    let path = format!(
+        "{LLVM_PREFIX}/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("PATH", path)
+            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
+    )?;
+    println!("installed: bpf-linker {BPF_LINKER_VERSION} (LLVM 22)");
+    Ok(())
+}
+
+fn kernel_modules() {
+    let release = output(Command::new("uname").arg("-r")).unwrap_or_default();
+    let builtin =
+        std::fs::read_to_string(format!("/lib/modules/{}/modules.builtin", release.trim()))
+            .unwrap_or_default();
+    // Kernels without module support have no modules.builtin; their config tells.
+    let config = output(Command::new("zcat").arg("/proc/config.gz")).unwrap_or_default();
+    for (module, symbol) in MODULES {
+        if Path::new("/sys/module").join(module).exists() {
+            println!("present: kernel module {module} (loaded)");
+        } else if builtin
+            .lines()
+            .any(|l| l.ends_with(&format!("/{module}.ko")))
+            || config.lines().any(|l| l == format!("{symbol}=y"))
+        {
+            println!("present: kernel module {module} (built in)");
+        } else if run(Command::new("modprobe").arg(module)).is_ok() {
+            println!("loaded: kernel module {module}");
+        } else {
+            println!(
+                "warning: kernel module {module} is neither loaded nor built in and modprobe failed"
+            );
+        }
+    }
+}
+
+pub fn setup() -> Result<()> {
+    apt_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    kernel_modules();
+    Ok(())
+}
