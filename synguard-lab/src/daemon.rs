@@ -74,6 +74,16 @@ pub struct DaemonExit {
     pub log: String,
 }
 
+impl DaemonExit {
+    /// Fails unless the daemon exited 0; the error carries its log.
+    pub fn ensure_success(&self) -> Result<()> {
+        if !self.status.success() {
+            bail!("daemon exited with {}:\n{}", self.status, self.log);
+        }
+        Ok(())
+    }
+}
+
 /// A running daemon; stopped with SIGTERM on drop.
 pub struct Daemon {
     process: Process,

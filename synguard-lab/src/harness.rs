@@ -124,6 +124,11 @@ pub struct Bench {
 }
 
 impl Bench {
+    /// A new lab whose server serves `port`, which is also the one port synguard protects.
+    pub fn protecting(port: u16, payload_len: usize, mode: XdpMode) -> Result<Self> {
+        Self::start(Lab::new()?, port, payload_len, &port.to_string(), mode, &[])
+    }
+
     /// Serves with [`Protocol::RequestFirst`] (HTTP-like).
     pub fn start(
         lab: Lab,

@@ -10,7 +10,6 @@ use synguard_common::Counter;
 use synguard_lab::flood::{Flood, FloodKind};
 use synguard_lab::harness::{self, Bench, Need, run_cases};
 use synguard_lab::kernel::{self, Counters, ip_in_receives, link_stats};
-use synguard_lab::topology::Lab;
 
 const PORT: u16 = 8080;
 const FLOOD: Duration = Duration::from_secs(5);
@@ -30,7 +29,7 @@ fn ack_flood_is_dropped_in_xdp() {
         return;
     };
     run_cases("ack_flood", harness::cases(), |case| {
-        let bench = Bench::start(Lab::new()?, PORT, 1024, &PORT.to_string(), case.mode, &[])?;
+        let bench = Bench::protecting(PORT, 1024, case.mode)?;
         let lab = &bench.lab;
         let iface = lab.server_iface();
         let ip_in = ip_in_receives(case.family);

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use nix::sys::signal::Signal;
 use synguard_lab::daemon::{Daemon, XdpMode};
 use synguard_lab::harness::{self, Need, run_cases};
@@ -78,13 +78,8 @@ fn daemon_cleans_up_on_signal() {
         );
 
         let exit = daemon.stop_with(case.signal)?;
-        ensure!(
-            exit.status.success(),
-            "daemon exited with {} after {}:\n{}",
-            exit.status,
-            case.signal,
-            exit.log
-        );
+        exit.ensure_success()
+            .with_context(|| format!("stopping with {}", case.signal))?;
         let tables = kernel::nft_tables(server)?;
         ensure!(
             !tables.iter().any(|t| t == TABLE),

@@ -93,13 +93,7 @@ fn download(lab: Lab, target: SocketAddr, mode: XdpMode) -> Result<()> {
         cookie_valid >= expected,
         "SYNPROXY validated {cookie_valid} cookies for {expected} connections"
     );
-    let exit = bench.daemon.stop()?;
-    ensure!(
-        exit.status.success(),
-        "daemon exited with {}:\n{}",
-        exit.status,
-        exit.log
-    );
+    bench.daemon.stop()?.ensure_success()?;
     Ok(())
 }
 
@@ -144,13 +138,7 @@ fn server_speaks_first_without_stall() {
             ]),
             report.distribution(total),
         );
-        let exit = daemon.stop()?;
-        ensure!(
-            exit.status.success(),
-            "daemon exited with {}:\n{}",
-            exit.status,
-            exit.log
-        );
+        daemon.stop()?.ensure_success()?;
         Ok(())
     });
 }

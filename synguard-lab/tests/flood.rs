@@ -13,7 +13,6 @@ use synguard_lab::flood::{Flood, FloodKind};
 use synguard_lab::harness::{self, Bench, Need, run_cases};
 use synguard_lab::kernel::{self, Counters, ip_in_receives};
 use synguard_lab::server::Protocol;
-use synguard_lab::topology::Lab;
 
 const PORT: u16 = 8080;
 const PAYLOAD: usize = 100 * 1024;
@@ -35,14 +34,7 @@ fn syn_flood_is_absorbed_in_xdp() {
         return;
     };
     run_cases("flood", harness::cases(), |case| {
-        let bench = Bench::start(
-            Lab::new()?,
-            PORT,
-            PAYLOAD,
-            &PORT.to_string(),
-            case.mode,
-            &[],
-        )?;
+        let bench = Bench::protecting(PORT, PAYLOAD, case.mode)?;
         let lab = &bench.lab;
         let target = lab.server_addr(case.family, PORT);
         let config = ClientConfig::new(

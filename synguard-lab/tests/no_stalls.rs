@@ -9,7 +9,6 @@ use synguard_lab::client::{self, ClientConfig, Sample};
 use synguard_lab::harness::{self, Bench, Need, run_cases};
 use synguard_lab::kernel::{self, Counters};
 use synguard_lab::server::Protocol;
-use synguard_lab::topology::Lab;
 
 const PORT: u16 = 8080;
 const PAYLOAD: usize = 100 * 1024;
@@ -23,14 +22,7 @@ fn reused_ports_do_not_stall() {
         return;
     };
     run_cases("no_stalls", harness::cases(), |case| {
-        let bench = Bench::start(
-            Lab::new()?,
-            PORT,
-            PAYLOAD,
-            &PORT.to_string(),
-            case.mode,
-            &[],
-        )?;
+        let bench = Bench::protecting(PORT, PAYLOAD, case.mode)?;
         let lab = &bench.lab;
         let snmp_before = kernel::snmp(lab.server())?;
         let synproxy_before = kernel::synproxy(lab.server())?;

@@ -132,13 +132,7 @@ fn unprotected_port_is_left_to_the_kernel() {
             "SYNPROXY moved: {}",
             synproxy.show(&columns)
         );
-        let exit = bench.daemon.stop()?;
-        ensure!(
-            exit.status.success(),
-            "daemon exited with {}:\n{}",
-            exit.status,
-            exit.log
-        );
+        bench.daemon.stop()?.ensure_success()?;
         Ok(())
     });
 }

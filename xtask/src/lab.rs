@@ -15,7 +15,7 @@ use synguard_lab::flood::{Flood, FloodKind};
 use synguard_lab::harness::Bench;
 use synguard_lab::kernel::{self, Counters};
 use synguard_lab::server::Protocol;
-use synguard_lab::topology::{Family, Lab};
+use synguard_lab::topology::Family;
 
 const PORT: u16 = 8080;
 const PAYLOAD: usize = 100 * 1024;
@@ -32,7 +32,7 @@ pub fn run(binary: &Path, seconds: Duration, mode: XdpMode) -> Result<()> {
     }
 
     println!("building the lab (two network namespaces, one veth pair) ...");
-    let bench = Bench::start(Lab::new()?, PORT, PAYLOAD, &PORT.to_string(), mode, &[])?;
+    let bench = Bench::protecting(PORT, PAYLOAD, mode)?;
     let lab = &bench.lab;
     let target = lab.server_addr(Family::V4, PORT);
     println!(
