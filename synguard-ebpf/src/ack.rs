@@ -1,38 +1,69 @@
-//! Verdict for an ACK to a protected port: the second half of the cookie handshake.
+//! Verdict for an ACK to a protected port: the second half of a handshake.
 //!
-//! ACKs of connections the kernel already knows (established, closing, TIME_WAIT) pass after a
-//! socket lookup. Anything else must carry a valid cookie: valid ones go on to nft synproxy,
-//! which opens the real connection; the rest (an ACK flood) is dropped here.
+//! ACKs of connections the kernel already knows pass after a socket lookup; one that meets a
+//! request socket completes a kernel handshake (accounted for `auto` mode and the source).
+//! Anything else must carry a valid cookie: valid ones go on to nft synproxy, which opens the
+//! real connection; the rest (an ACK flood) is dropped here, or only counted in mode `off`.
 use aya_ebpf::{
     bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
     helpers::generated::{bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6},
     programs::XdpContext,
 };
-use synguard_common::Counter;
+use synguard_common::{Counter, DatapathConfig, SyncookieMode};
 
 use crate::{
+    counters::count,
+    load,
     parse::{Family, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, TcpPacket, ptr_at},
-    socket::kernel_has_socket,
+    socket::{KernelSocket, kernel_socket},
+    sources::Source,
 };
 
 #[inline(always)]
-pub fn judge_ack(ctx: &XdpContext, pkt: &TcpPacket) -> (u32, Counter) {
-    let verdict = match kernel_has_socket(ctx, pkt) {
-        Some(true) => Some(Counter::AckEstablished),
-        Some(false) => cookie_valid(ctx, pkt).map(|valid| {
-            if valid {
-                Counter::AckCookieValid
-            } else {
-                Counter::AckCookieInvalid
+pub fn judge_ack(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u32, Counter) {
+    const PASS: u32 = xdp_action::XDP_PASS;
+    const DROP: u32 = xdp_action::XDP_DROP;
+    match kernel_socket(ctx, pkt) {
+        Some(KernelSocket::Connection) => (PASS, Counter::AckEstablished),
+        Some(KernelSocket::Request) => {
+            load::handshake_completed(pkt.dport);
+            if let Some(source) = Source::of(ctx, pkt, cfg) {
+                source.completed();
             }
-        }),
-        None => None,
-    };
-    match verdict {
-        Some(Counter::AckCookieInvalid) => (xdp_action::XDP_DROP, Counter::AckCookieInvalid),
-        Some(counter) => (xdp_action::XDP_PASS, counter),
+            (PASS, Counter::AckEstablished)
+        }
+        Some(KernelSocket::None) => {
+            let enforce = cfg.syncookies != SyncookieMode::Off as u8;
+            let source = Source::of(ctx, pkt, cfg);
+            if enforce && source.as_ref().is_some_and(Source::blocked) {
+                return (DROP, Counter::DropSourceBlocked);
+            }
+            match cookie_valid(ctx, pkt) {
+                Some(true) => {
+                    if let Some(source) = &source {
+                        source.completed();
+                    }
+                    (PASS, Counter::AckCookieValid)
+                }
+                Some(false) => {
+                    if let Some(source) = &source
+                        && source.invalid_ack(cfg)
+                        && enforce
+                    {
+                        source.block(cfg);
+                        count(Counter::SourceBlocks);
+                    }
+                    if enforce {
+                        (DROP, Counter::AckCookieInvalid)
+                    } else {
+                        (PASS, Counter::AckInvalidPassed)
+                    }
+                }
+                None => (PASS, Counter::MalformedTcp),
+            }
+        }
         // Parsing already proved these headers are there; stay on the safe side regardless.
-        None => (xdp_action::XDP_PASS, Counter::MalformedTcp),
+        None => (PASS, Counter::MalformedTcp),
     }
 }
 

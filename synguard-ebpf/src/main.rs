@@ -5,14 +5,18 @@
 mod ack;
 mod counters;
 mod csum;
+mod load;
 mod maps;
 mod options;
 mod parse;
+mod policy;
 mod socket;
+mod sources;
+mod syn;
 mod synack;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use synguard_common::Counter;
+use synguard_common::{Counter, Policy};
 
 use crate::{
     counters::count,
@@ -37,15 +41,15 @@ fn dispatch(ctx: &XdpContext) -> (u32, Counter) {
     if !maps::port_protected(pkt.dport) {
         return (xdp_action::XDP_PASS, Counter::PassUnprotectedPort);
     }
+    let cfg = maps::config();
+    match policy::source_policy(ctx, &pkt, &cfg) {
+        Some(Policy::Allow) => return (xdp_action::XDP_PASS, Counter::PassAllowlisted),
+        Some(Policy::Deny) => return (xdp_action::XDP_DROP, Counter::DropDenylisted),
+        None => {}
+    }
     match pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) {
-        // A SYN for a 4-tuple the kernel still holds (TIME_WAIT after the server closed, a
-        // request socket) goes to the kernel: it reopens TIME_WAIT properly, and conntrack sees
-        // the new connection. A cookie answered here would meet the old state on the ACK.
-        TCP_SYN if socket::kernel_has_socket(ctx, &pkt) == Some(true) => {
-            (xdp_action::XDP_PASS, Counter::SynKnownSocket)
-        }
-        TCP_SYN => synack::answer_syn(ctx, &pkt),
-        f if f & (TCP_SYN | TCP_ACK) == TCP_ACK => ack::judge_ack(ctx, &pkt),
+        TCP_SYN => syn::judge_syn(ctx, &pkt, &cfg),
+        f if f & (TCP_SYN | TCP_ACK) == TCP_ACK => ack::judge_ack(ctx, &pkt, &cfg),
         _ => (xdp_action::XDP_PASS, Counter::PassOtherFlags),
     }
 }

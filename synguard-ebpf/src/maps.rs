@@ -1,9 +1,13 @@
 //! The maps shared with the daemon (names and value types: `synguard_common`).
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
-use synguard_common::{Counter, DatapathConfig, PORT_BITMAP_WORDS};
+use synguard_common::{
+    Counter, DatapathConfig, POLICY_DEFAULT_ENTRIES, PORT_BITMAP_WORDS, PORT_LOAD_MAX_ENTRIES,
+    PortLoad, SOURCES_DEFAULT_ENTRIES, SourceKey, SourceState,
+};
 
 #[map(name = "SG_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
@@ -14,10 +18,39 @@ static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
 #[map(name = "SG_PORTS")]
 static PORTS: Array<u64> = Array::with_max_entries(PORT_BITMAP_WORDS, 0);
 
-/// Whether `port` (host order) is protected: bit `port % 64` of word `port / 64`.
+#[map(name = "SG_COOKIE_PORTS")]
+static COOKIE_PORTS: Array<u64> = Array::with_max_entries(PORT_BITMAP_WORDS, 0);
+
+#[map(name = "SG_PORT_LOAD")]
+pub static PORT_LOAD: PerCpuHashMap<u16, PortLoad> =
+    PerCpuHashMap::with_max_entries(PORT_LOAD_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map(name = "SG_SOURCES")]
+pub static SOURCES: LruHashMap<SourceKey, SourceState> =
+    LruHashMap::with_max_entries(SOURCES_DEFAULT_ENTRIES, 0);
+
+#[map(name = "SG_POLICY4")]
+pub static POLICY4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(POLICY_DEFAULT_ENTRIES, 0);
+
+#[map(name = "SG_POLICY6")]
+pub static POLICY6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(POLICY_DEFAULT_ENTRIES, 0);
+
+/// Whether `port` (host order) is protected.
 #[inline(always)]
 pub fn port_protected(port: u16) -> bool {
-    match PORTS.get(u32::from(port >> 6)) {
+    bit_set(&PORTS, port)
+}
+
+/// Whether XDP answers SYNs to `port` with cookies right now (see `MAP_COOKIE_PORTS`).
+#[inline(always)]
+pub fn cookies_on(port: u16) -> bool {
+    bit_set(&COOKIE_PORTS, port)
+}
+
+/// Bit `port % 64` of word `port / 64`.
+#[inline(always)]
+fn bit_set(bitmap: &Array<u64>, port: u16) -> bool {
+    match bitmap.get(u32::from(port >> 6)) {
         Some(word) => (*word >> (port & 63)) & 1 == 1,
         None => false,
     }

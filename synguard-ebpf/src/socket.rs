@@ -4,7 +4,7 @@
 //! while the server still holds the old connection) must reach the kernel, which knows how to
 //! reopen it; an ACK for a known connection is ordinary traffic, not a cookie to check.
 use aya_ebpf::{
-    bindings::{BPF_F_CURRENT_NETNS, BPF_TCP_LISTEN, bpf_sock_tuple},
+    bindings::{BPF_F_CURRENT_NETNS, BPF_TCP_LISTEN, BPF_TCP_NEW_SYN_RECV, bpf_sock_tuple},
     cty::c_void,
     helpers::generated::{bpf_sk_release, bpf_skc_lookup_tcp},
     programs::XdpContext,
@@ -12,11 +12,21 @@ use aya_ebpf::{
 
 use crate::parse::{Family, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, TcpPacket, ptr_at};
 
-/// Whether the kernel has a non-listening socket (established, closing, TIME_WAIT or a request
-/// socket) for the segment's 4-tuple in this network namespace. `None` if the headers are not
-/// there (parsing proved they are).
+/// What the kernel holds for a segment's 4-tuple in this network namespace.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum KernelSocket {
+    /// Nothing but (maybe) the listener.
+    None,
+    /// A request socket: the kernel answered the SYN and waits for the handshake's ACK.
+    Request,
+    /// An established, closing or TIME_WAIT socket.
+    Connection,
+}
+
+/// Looks the segment's 4-tuple up. `None` if the headers are not there (parsing proved they
+/// are).
 #[inline(always)]
-pub fn kernel_has_socket(ctx: &XdpContext, pkt: &TcpPacket) -> Option<bool> {
+pub fn kernel_socket(ctx: &XdpContext, pkt: &TcpPacket) -> Option<KernelSocket> {
     // SAFETY: bounds-checked by ptr_at.
     let tcp = unsafe { &*ptr_at::<[u8; TCP_HLEN]>(ctx, pkt.l4_off)? };
     // SAFETY: all zeroes is a valid bpf_sock_tuple (plain integers).
@@ -59,11 +69,15 @@ pub fn kernel_has_socket(ctx: &XdpContext, pkt: &TcpPacket) -> Option<bool> {
             0,
         );
         if sk.is_null() {
-            return Some(false);
+            return Some(KernelSocket::None);
         }
         let state = (*sk).state;
         bpf_sk_release(sk as *mut c_void);
-        Some(state != BPF_TCP_LISTEN as u32)
+        Some(match state {
+            s if s == BPF_TCP_LISTEN as u32 => KernelSocket::None,
+            s if s == BPF_TCP_NEW_SYN_RECV as u32 => KernelSocket::Request,
+            _ => KernelSocket::Connection,
+        })
     }
 }
 

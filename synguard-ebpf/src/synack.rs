@@ -17,7 +17,6 @@ use synguard_common::{Counter, DatapathConfig};
 
 use crate::{
     csum,
-    maps::config,
     options::{SYN_BUF_LEN, SynHeader, WSCALE_NONE},
     parse::{
         Family, IPV4_HLEN, IPV6_HLEN, MAX_L2_LEN, TCP_ACK, TCP_CWR, TCP_ECE, TCP_HLEN,
@@ -40,15 +39,15 @@ const TS_OPT_MASK: u32 = 0x3f;
 
 /// Builds and emits the SYN-ACK. Returns the XDP action and the counter for it.
 #[inline(always)]
-pub fn answer_syn(ctx: &XdpContext, pkt: &TcpPacket) -> (u32, Counter) {
-    match build_and_emit(ctx, pkt) {
+pub fn answer_syn(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u32, Counter) {
+    match build_and_emit(ctx, pkt, cfg) {
         Some(()) => (xdp_action::XDP_TX, Counter::SynCookieSent),
         None => (xdp_action::XDP_ABORTED, Counter::Aborted),
     }
 }
 
 #[inline(always)]
-fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket) -> Option<()> {
+fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> Option<()> {
     let tcp_len = pkt.tcp_len as u32;
     if !(TCP_HLEN as u32..=TCP_MAX_HLEN as u32).contains(&tcp_len) {
         return None;
@@ -71,7 +70,6 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket) -> Option<()> {
         l2.swap(i, i + 6);
     }
 
-    let cfg = config();
     let l3_off = pkt.l2_len;
     let mut ip = [0u8; IPV6_HLEN];
     let (cookie, ip_len, mss) = match pkt.family {
@@ -86,7 +84,7 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket) -> Option<()> {
                     bounded_len::<SYN_BUF_LEN>(tcp_len),
                 )
             };
-            ipv4_reply_header(&mut ip, unsafe { &*hdr }, &cfg, tcp_reply_len(&syn));
+            ipv4_reply_header(&mut ip, unsafe { &*hdr }, cfg, tcp_reply_len(&syn));
             (cookie, IPV4_HLEN, cfg.mss4)
         }
         Family::V6 => {
@@ -99,7 +97,7 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket) -> Option<()> {
                     bounded_len::<SYN_BUF_LEN>(tcp_len),
                 )
             };
-            ipv6_reply_header(&mut ip, unsafe { &*hdr }, &cfg, tcp_reply_len(&syn));
+            ipv6_reply_header(&mut ip, unsafe { &*hdr }, cfg, tcp_reply_len(&syn));
             (cookie, IPV6_HLEN, cfg.mss6)
         }
     };

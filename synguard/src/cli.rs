@@ -64,7 +64,7 @@ impl Cli {
             mss6: self.mss6,
             wscale: self.wscale,
             ttl: self.ttl,
-            reserved: [0; 2],
+            ..DatapathConfig::DEFAULT
         }
     }
 

@@ -7,7 +7,8 @@ use aya::maps::{Array, MapData, MapError, PerCpuArray};
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode, xdp::XdpLink};
 use aya::{Ebpf, EbpfError};
 use synguard_common::{
-    Counter, DatapathConfig, MAP_CONFIG, MAP_COUNTERS, MAP_PORTS, PORT_BITMAP_WORDS, PROGRAM_NAME,
+    Counter, DatapathConfig, MAP_CONFIG, MAP_COOKIE_PORTS, MAP_COUNTERS, MAP_PORTS,
+    PORT_BITMAP_WORDS, PROGRAM_NAME,
 };
 use thiserror::Error;
 use tracing::{debug, info};
@@ -151,15 +152,9 @@ impl Datapath {
             .set(0, config, 0)
             .map_err(|source| map_error(MAP_CONFIG, source))?;
 
-        let mut port_map: Array<&mut MapData, u64> = typed_map(ebpf.map_mut(MAP_PORTS), MAP_PORTS)?;
-        check_len(MAP_PORTS, port_map.len(), PORT_BITMAP_WORDS)?;
-        // A new array map is all zeros, so only words with a protected port need writing.
-        for (word, bits) in port_bitmap(ports).into_iter().enumerate() {
-            if bits != 0 {
-                port_map
-                    .set(word as u32, bits, 0)
-                    .map_err(|source| map_error(MAP_PORTS, source))?;
-            }
+        // Mode `always`: XDP answers SYNs to every protected port.
+        for name in [MAP_PORTS, MAP_COOKIE_PORTS] {
+            write_port_bitmap(&mut ebpf, name, ports)?;
         }
 
         let counters: PerCpuArray<MapData, u64> =
@@ -321,6 +316,24 @@ fn errno(err: &(dyn StdError + 'static)) -> Option<i32> {
 }
 
 /// The `SG_PORTS` layout: bit `p % 64` of word `p / 64` is set for each protected port `p`.
+/// Writes `ports` into the port bitmap map `name`.
+fn write_port_bitmap(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    ports: &PortSet,
+) -> Result<(), LoaderError> {
+    let mut map: Array<&mut MapData, u64> = typed_map(ebpf.map_mut(name), name)?;
+    check_len(name, map.len(), PORT_BITMAP_WORDS)?;
+    // A new array map is all zeros, so only words with a protected port need writing.
+    for (word, bits) in port_bitmap(ports).into_iter().enumerate() {
+        if bits != 0 {
+            map.set(word as u32, bits, 0)
+                .map_err(|source| map_error(name, source))?;
+        }
+    }
+    Ok(())
+}
+
 fn port_bitmap(ports: &PortSet) -> Vec<u64> {
     let mut words = vec![0u64; PORT_BITMAP_WORDS as usize];
     for port in ports.ports() {

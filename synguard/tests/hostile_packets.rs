@@ -20,13 +20,13 @@ use support::corpus::{Case, JUMBO, PROTECTED, base, corpus};
 use support::frame::{ACK, Family, Ip, RST, Spec, TPID_8021AD, TPID_8021Q, opt};
 use support::strategies;
 
-/// Tunables unlike the defaults in every field, to prove the program reads `SG_CONFIG`.
+/// Reply tunables unlike the defaults, to prove the program reads `SG_CONFIG`.
 const CUSTOM: DatapathConfig = DatapathConfig {
     mss4: 1380,
     mss6: 1360,
     wscale: 11,
     ttl: 99,
-    reserved: [0; 2],
+    ..DatapathConfig::DEFAULT
 };
 
 const RANDOM_CASES: u32 = 4000;
