@@ -122,8 +122,9 @@ impl Default for DatapathConfig {
 
 const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 32);
 
-/// Per-CPU value of [`MAP_PORT_LOAD`]. The daemon's half-open estimate for a port is the growth
-/// of `syns_to_kernel - handshakes_completed` (summed over CPUs) over a short window.
+/// Per-CPU value of [`MAP_PORT_LOAD`]. The daemon's half-open estimates for a port are the
+/// growth of `syns_to_kernel - handshakes_completed` (what the kernel's queue gets) and of
+/// `cookies_sent - cookies_validated` (what XDP absorbs), summed over CPUs, over a short window.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortLoad {
@@ -131,9 +132,13 @@ pub struct PortLoad {
     pub syns_to_kernel: u64,
     /// ACKs that found a kernel request socket: a kernel handshake completing.
     pub handshakes_completed: u64,
+    /// SYNs XDP answered with a cookie SYN-ACK.
+    pub cookies_sent: u64,
+    /// ACKs with a valid cookie: a cookie handshake completing.
+    pub cookies_validated: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<PortLoad>() == 16);
+const _: () = assert!(core::mem::size_of::<PortLoad>() == 32);
 
 /// Key of [`MAP_SOURCES`]: the source address masked to its accounting prefix, IPv4 as an
 /// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).

@@ -13,7 +13,7 @@ use synguard_common::{Counter, DatapathConfig, SyncookieMode};
 
 use crate::{
     counters::count,
-    load,
+    load::{self, Event},
     parse::{Family, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, TcpPacket, ptr_at},
     socket::{KernelSocket, kernel_socket},
     sources::Source,
@@ -26,7 +26,7 @@ pub fn judge_ack(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u3
     match kernel_socket(ctx, pkt) {
         Some(KernelSocket::Connection) => (PASS, Counter::AckEstablished),
         Some(KernelSocket::Request) => {
-            load::handshake_completed(pkt.dport);
+            load::record(pkt.dport, Event::HandshakeCompleted);
             if let Some(source) = Source::of(ctx, pkt, cfg) {
                 source.completed();
             }
@@ -40,6 +40,7 @@ pub fn judge_ack(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u3
             }
             match cookie_valid(ctx, pkt) {
                 Some(true) => {
+                    load::record(pkt.dport, Event::CookieValidated);
                     if let Some(source) = &source {
                         source.completed();
                     }

@@ -1,25 +1,36 @@
-//! Per-port load on the kernel's half-open queue, read by the daemon's `auto` mode.
+//! Per-port load: what reaches the kernel's half-open queue and what XDP absorbs with cookies,
+//! read by the daemon's `auto` mode.
 use aya_ebpf::bindings::BPF_NOEXIST;
 use synguard_common::PortLoad;
 
 use crate::maps::PORT_LOAD;
 
-/// A SYN XDP passed to the kernel for `port`.
-#[inline(always)]
-pub fn syn_to_kernel(port: u16) {
-    if let Some(load) = load_of(port) {
-        // SAFETY: this CPU's slot of a live per-CPU map value.
-        unsafe { (*load).syns_to_kernel += 1 }
-    }
+/// What happened on a port.
+pub enum Event {
+    /// A SYN XDP passed to the kernel.
+    SynToKernel,
+    /// An ACK met a kernel request socket: a kernel handshake completes.
+    HandshakeCompleted,
+    /// XDP answered a SYN with a cookie SYN-ACK.
+    CookieSent,
+    /// An ACK carried a valid cookie.
+    CookieValidated,
 }
 
-/// An ACK completing a kernel handshake on `port`.
 #[inline(always)]
-pub fn handshake_completed(port: u16) {
-    if let Some(load) = load_of(port) {
-        // SAFETY: as above.
-        unsafe { (*load).handshakes_completed += 1 }
-    }
+pub fn record(port: u16, event: Event) {
+    let Some(load) = load_of(port) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a live per-CPU map value.
+    let load = unsafe { &mut *load };
+    let field = match event {
+        Event::SynToKernel => &mut load.syns_to_kernel,
+        Event::HandshakeCompleted => &mut load.handshakes_completed,
+        Event::CookieSent => &mut load.cookies_sent,
+        Event::CookieValidated => &mut load.cookies_validated,
+    };
+    *field += 1;
 }
 
 #[inline(always)]

@@ -5,7 +5,7 @@ use synguard_common::{Counter, DatapathConfig, SyncookieMode};
 
 use crate::{
     counters::count,
-    load,
+    load::{self, Event},
     maps::cookies_on,
     parse::TcpPacket,
     socket::{KernelSocket, kernel_socket},
@@ -33,8 +33,12 @@ pub fn judge_syn(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u3
         return (xdp_action::XDP_PASS, Counter::SynKnownSocket);
     }
     if !cookies_on(pkt.dport) {
-        load::syn_to_kernel(pkt.dport);
+        load::record(pkt.dport, Event::SynToKernel);
         return (xdp_action::XDP_PASS, Counter::SynToKernel);
     }
-    synack::answer_syn(ctx, pkt, cfg)
+    let verdict = synack::answer_syn(ctx, pkt, cfg);
+    if verdict.1 == Counter::SynCookieSent {
+        load::record(pkt.dport, Event::CookieSent);
+    }
+    verdict
 }

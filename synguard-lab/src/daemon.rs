@@ -91,13 +91,26 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `synguard --iface IFACE --ports PORTS --xdp-mode MODE EXTRA...` in `netns` and
-    /// waits for its ready line.
+    /// waits for its ready line. XDP answers every SYN (`--syncookies always`) unless `extra`
+    /// chooses the mode itself (`--syncookies`, or a `--config` file).
     pub fn start(
         netns: &Netns,
         iface: &str,
         ports: &str,
         mode: XdpMode,
         extra: &[&str],
+    ) -> Result<Self> {
+        Self::start_with_env(netns, iface, ports, mode, extra, &[])
+    }
+
+    /// [`Self::start`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(
+        netns: &Netns,
+        iface: &str,
+        ports: &str,
+        mode: XdpMode,
+        extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Result<Self> {
         let binary = binary()?;
         let mut cmd = netns.command(&binary.to_string_lossy());
@@ -109,10 +122,27 @@ impl Daemon {
             "--xdp-mode",
             mode.as_str(),
         ])
-        .args(extra);
+        .args(extra)
+        .envs(env.iter().copied());
+        if !extra
+            .iter()
+            .any(|a| *a == "--syncookies" || *a == "--config")
+        {
+            cmd.args(["--syncookies", "always"]);
+        }
         let mut process = Process::spawn("synguard", cmd)?;
         process.wait_for_line(READY_LINE, READY_TIMEOUT)?;
         Ok(Self { process })
+    }
+
+    /// Sends `signal` (e.g. SIGHUP: reload) without waiting for anything.
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        self.process.signal(signal)
+    }
+
+    /// Waits until a log line contains `needle` (already logged ones count) and returns it.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        self.process.wait_for_line(needle, timeout)
     }
 
     /// Everything it logged so far.

@@ -1,13 +1,15 @@
 //! Test plumbing shared by the integration tests: preconditions with a visible `SKIP:` line,
-//! one lab test at a time per process, and running a check over combinations of cases so that
-//! every case runs and the failures are reported together.
+//! one lab test at a time on the machine, and running a check over combinations of cases so
+//! that every case runs and the failures are reported together.
 
 use std::fmt::Display;
+use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use anyhow::Result;
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::daemon::{Daemon, XdpMode, binary};
 use crate::server::{PayloadServer, Protocol};
@@ -48,11 +50,37 @@ fn missing(need: Need) -> Option<String> {
 }
 
 static SERIAL: Mutex<()> = Mutex::new(());
+/// Lab tests of different processes (test binaries, engineers) take turns through this lock.
+const MACHINE_LOCK: &str = "/run/synguard-lab.lock";
 
-/// Checks root and the basic tools plus `needs`. Returns the lock that keeps lab tests of
-/// this process one at a time (they flood a 2-core machine), or prints `SKIP: <reason>` for
-/// `test` (visible even when the test harness captures output) and returns `None`.
-pub fn start(test: &str, needs: &[Need]) -> Option<MutexGuard<'static, ()>> {
+/// Keeps lab tests one at a time on the machine: they flood a 2-core machine and measure
+/// latencies, so two at once would fail each other. Held until dropped.
+pub struct LabTurn {
+    _machine: Option<Flock<File>>,
+    _process: MutexGuard<'static, ()>,
+}
+
+impl LabTurn {
+    fn take() -> Self {
+        let process = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let machine = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(MACHINE_LOCK)
+            .ok()
+            .and_then(|file| Flock::lock(file, FlockArg::LockExclusive).ok());
+        Self {
+            _machine: machine,
+            _process: process,
+        }
+    }
+}
+
+/// Checks root and the basic tools plus `needs`. Returns this test's turn on the machine (see
+/// [`LabTurn`]), or prints `SKIP: <reason>` for `test` (visible even when the test harness
+/// captures output) and returns `None`.
+pub fn start(test: &str, needs: &[Need]) -> Option<LabTurn> {
     let basics = [Need::Tool("ip"), Need::Tool("nft"), Need::Tool("bpftool")];
     let reason = if !nix::unistd::geteuid().is_root() {
         Some("needs root (network namespaces, XDP, nftables)".to_owned())
@@ -64,7 +92,7 @@ pub fn start(test: &str, needs: &[Need]) -> Option<MutexGuard<'static, ()>> {
         let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
         return None;
     }
-    Some(SERIAL.lock().unwrap_or_else(PoisonError::into_inner))
+    Some(LabTurn::take())
 }
 
 /// Runs `check` for every case, printing each outcome, and panics at the end listing every

@@ -5,6 +5,7 @@
 //!
 //! Needs root; the integration tests in `tests/` print `SKIP:` when something is missing.
 
+pub mod bpffs;
 pub mod capture;
 pub mod client;
 pub mod craft;

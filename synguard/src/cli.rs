@@ -2,28 +2,38 @@
 
 use std::fmt;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
-use synguard_common::DatapathConfig;
+use clap::{Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use serde::Deserialize;
 
-use crate::ports::PortSet;
-
-const DEFAULT: DatapathConfig = DatapathConfig::DEFAULT;
+use crate::config::{OnExit, Syncookies, bounds, parse_cidr};
 
 /// XDP SYN-flood guard: answers SYNs to the protected ports with SYN cookies in XDP and lets
 /// nftables synproxy open the real connection once the client's ACK proves the cookie.
-#[derive(Debug, Parser)]
-#[command(version)]
+///
+/// Every option can also be set in the `--config` file (same name, `_` for `-`); an option
+/// given here replaces the file's value.
+#[derive(Debug, Default, Parser)]
+#[command(version, subcommand_negates_reqs = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// TOML config file; re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Interface to attach to; repeat the option for several interfaces.
-    #[arg(long = "iface", value_name = "IF", required = true)]
+    #[arg(long = "iface", value_name = "IF", required_unless_present = "config")]
     pub ifaces: Vec<String>,
 
     /// Protected TCP ports: a comma list of ports and ranges, e.g. `80,443,8000-8100`.
     #[arg(
         long,
         value_name = "PORTS",
-        required = true,
+        required_unless_present = "config",
         value_delimiter = ',',
         value_parser = parse_port_range
     )]
@@ -31,49 +41,133 @@ pub struct Cli {
 
     /// XDP attach mode. `native` runs in the driver and fails on interfaces without driver
     /// support; `skb` (generic XDP) works everywhere but is slower.
-    #[arg(long, value_enum, default_value_t = XdpMode::Native)]
-    pub xdp_mode: XdpMode,
+    /// [default: native]
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<XdpMode>,
 
-    /// MSS announced to IPv4 clients (in XDP SYN-ACKs and by synproxy).
-    #[arg(long, default_value_t = DEFAULT.mss4, value_parser = clap::value_parser!(u16).range(536..=9000))]
-    pub mss4: u16,
+    /// MSS announced to IPv4 clients (in XDP SYN-ACKs and by synproxy). [default: 1460]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(bounds::MSS4))]
+    pub mss4: Option<u16>,
 
-    /// MSS announced to IPv6 clients (in XDP SYN-ACKs and by synproxy).
-    #[arg(long, default_value_t = DEFAULT.mss6, value_parser = clap::value_parser!(u16).range(1220..=9000))]
-    pub mss6: u16,
+    /// MSS announced to IPv6 clients (in XDP SYN-ACKs and by synproxy). [default: 1440]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(bounds::MSS6))]
+    pub mss6: Option<u16>,
 
     /// TCP window scale announced in SYN-ACKs; must match the local listener's, since
-    /// synproxy translates windows between the two.
-    #[arg(long, default_value_t = DEFAULT.wscale, value_parser = clap::value_parser!(u8).range(0..=14))]
-    pub wscale: u8,
+    /// synproxy translates windows between the two. [default: 7]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(bounds::WSCALE))]
+    pub wscale: Option<u8>,
 
-    /// TTL / hop limit of the XDP SYN-ACKs.
-    #[arg(long, default_value_t = DEFAULT.ttl, value_parser = clap::value_parser!(u8).range(1..))]
-    pub ttl: u8,
+    /// TTL / hop limit of the XDP SYN-ACKs. [default: 64]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(bounds::TTL))]
+    pub ttl: Option<u8>,
 
-    /// Seconds between two statistics log lines.
-    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub stats_interval: u64,
+    /// Seconds between two statistics log lines. [default: 5]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(bounds::STATS_INTERVAL))]
+    pub stats_interval: Option<u32>,
+
+    /// Who answers SYNs to protected ports: `off` (the kernel; XDP only counts), `always`
+    /// (XDP), `auto` (the kernel until a port's half-open estimate exceeds
+    /// --max-syn-backlog, then XDP until it stayed below for --cooldown). [default: auto]
+    #[arg(long, value_enum)]
+    pub syncookies: Option<Syncookies>,
+
+    /// Auto-mode threshold: SYNs per port that the kernel got but saw no handshake complete
+    /// for, over one second; also `net.ipv4.tcp_max_syn_backlog` with --tune-kernel.
+    /// [default: 256]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(bounds::MAX_SYN_BACKLOG))]
+    pub max_syn_backlog: Option<u32>,
+
+    /// Auto mode: seconds a port's estimate must stay below the threshold before the kernel
+    /// answers again. [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(bounds::COOLDOWN))]
+    pub cooldown: Option<u32>,
+
+    /// Also set the kernel's own knobs: tcp_syncookies=1, tcp_max_syn_backlog, and
+    /// --synack-retries / --abort-on-overflow if given; restored at exit.
+    #[arg(long)]
+    pub tune_kernel: bool,
+
+    /// With --tune-kernel: `net.ipv4.tcp_synack_retries`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(bounds::SYNACK_RETRIES))]
+    pub synack_retries: Option<u8>,
+
+    /// With --tune-kernel: `net.ipv4.tcp_abort_on_overflow=1`.
+    #[arg(long)]
+    pub abort_on_overflow: bool,
+
+    /// Per-source budget of half-open connections per second (0: unlimited); a source over
+    /// it is blocked for --block-seconds. [default: 0]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(bounds::BUDGET))]
+    pub per_source_half_open: Option<u32>,
+
+    /// Per-source budget of invalid ACKs per second (0: unlimited). [default: 0]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(bounds::BUDGET))]
+    pub per_source_invalid_ack: Option<u32>,
+
+    /// How long a source over a budget stays blocked. [default: 60]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(bounds::BLOCK_SECONDS))]
+    pub block_seconds: Option<u32>,
+
+    /// Sources are accounted per IPv4 prefix of this length. [default: 32]
+    #[arg(long, value_name = "LEN", value_parser = clap::value_parser!(u8).range(bounds::SOURCE_PREFIX4))]
+    pub source_prefix4: Option<u8>,
+
+    /// Sources are accounted per IPv6 prefix of this length. [default: 64]
+    #[arg(long, value_name = "LEN", value_parser = clap::value_parser!(u8).range(bounds::SOURCE_PREFIX6))]
+    pub source_prefix6: Option<u8>,
+
+    /// Source prefixes that bypass every check (comma list or repeated); the longest prefix
+    /// of --allow and --deny wins.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    pub allow: Vec<IpNet>,
+
+    /// Source prefixes whose packets to protected ports are dropped.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    pub deny: Vec<IpNet>,
+
+    /// File of allowed prefixes: one CIDR per line, `#` comments.
+    #[arg(long, value_name = "FILE")]
+    pub allow_file: Option<PathBuf>,
+
+    /// File of denied prefixes: one CIDR per line, `#` comments.
+    #[arg(long, value_name = "FILE")]
+    pub deny_file: Option<PathBuf>,
+
+    /// What to leave behind at exit: `remove` everything, or `keep` the protection in
+    /// place. [default: remove]
+    #[arg(long, value_enum)]
+    pub on_exit: Option<OnExit>,
+
+    /// BPF filesystem directory for the restart-safe pins (`<DIR>/<iface>/`). [default:
+    /// /sys/fs/bpf/synguard, without pins (and a warning) if /sys/fs/bpf is no bpffs]
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
 }
 
-impl Cli {
-    /// The datapath tunables the options describe.
-    pub const fn datapath_config(&self) -> DatapathConfig {
-        DatapathConfig {
-            mss4: self.mss4,
-            mss6: self.mss6,
-            wscale: self.wscale,
-            ttl: self.ttl,
-            ..DatapathConfig::DEFAULT
-        }
-    }
-
-    pub fn port_set(&self) -> PortSet {
-        PortSet::new(&self.ports)
-    }
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a config file without touching the system (exit 0 if valid, 1 with a
+    /// one-line error otherwise).
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Remove what a synguard left on an interface (`--on-exit keep`, a crash): the XDP
+    /// program and its pins, and once no other interface of that network namespace is
+    /// protected, the nftables table and the sysctls it changed (restored).
+    Detach {
+        #[arg(long, value_name = "IF")]
+        iface: String,
+        /// BPF filesystem directory of the pins. [default: the one recorded at attach, else
+        /// /sys/fs/bpf/synguard]
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
+    },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     /// Driver (native) XDP.
     Native,
@@ -91,7 +185,7 @@ impl fmt::Display for XdpMode {
 }
 
 /// One item of `--ports`: `P` or `LO-HI`, 1 ≤ port ≤ 65535.
-fn parse_port_range(item: &str) -> Result<RangeInclusive<u16>, String> {
+pub(crate) fn parse_port_range(item: &str) -> Result<RangeInclusive<u16>, String> {
     let item = item.trim();
     let (lo, hi) = match item.split_once('-') {
         Some((lo, hi)) => (parse_port(lo)?, parse_port(hi)?),
@@ -130,11 +224,11 @@ mod tests {
     }
 
     #[test]
-    fn defaults_come_from_the_datapath_contract() {
-        let cli = parse(&["--iface", "eth0", "--ports", "80"]).unwrap();
-        assert_eq!(cli.datapath_config(), DatapathConfig::DEFAULT);
-        assert_eq!(cli.xdp_mode, XdpMode::Native);
-        assert_eq!(cli.stats_interval, 5);
+    fn config_file_or_subcommand_replaces_required_flags() {
+        assert!(parse(&["--config", "/etc/synguard/synguard.toml"]).is_ok());
+        let cli = parse(&["check-config", "x.toml"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::CheckConfig { .. })));
+        assert!(parse(&["--ports", "80"]).is_err());
     }
 
     #[test]
@@ -151,7 +245,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.ifaces, ["a", "b"]);
-        let set = cli.port_set();
+        let set = crate::ports::PortSet::new(&cli.ports);
         assert_eq!(set.to_string(), "80-81,443,8000-8101");
         assert_eq!(set.ports().count(), 2 + 1 + 102);
     }

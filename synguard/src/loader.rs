@@ -2,22 +2,23 @@
 
 use std::error::Error as StdError;
 use std::io;
+use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, MapData, MapError, PerCpuArray};
+use aya::maps::{MapData, MapError, PerCpuArray};
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode, xdp::XdpLink};
-use aya::{Ebpf, EbpfError};
-use synguard_common::{
-    Counter, DatapathConfig, MAP_CONFIG, MAP_COOKIE_PORTS, MAP_COUNTERS, MAP_PORTS,
-    PORT_BITMAP_WORDS, PROGRAM_NAME,
-};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use synguard_common::{Counter, MAP_COUNTERS, MAP_POLICY4, MAP_POLICY6, PROGRAM_NAME};
 use thiserror::Error;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::cli::XdpMode;
-use crate::ports::PortSet;
+use crate::datapath::{DatapathMaps, DatapathState};
+use crate::pins::{MapPins, PinDir, PinError};
 
 /// The XDP object built by build.rs (aya-build), embedded so the daemon is one file.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/synguard"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/synguard"));
 
 const PRIVILEGE_HINT: &str = "run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON";
 
@@ -75,6 +76,28 @@ pub enum LoaderError {
         #[source]
         source: ProgramError,
     },
+    #[error(transparent)]
+    Pins(#[from] PinError),
+    #[error(
+        "{doing} pinned XDP link {}; clear the old pins with `synguard detach --iface {iface}`",
+        path.display()
+    )]
+    PinnedLink {
+        doing: &'static str,
+        iface: String,
+        path: PathBuf,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    #[error(
+        "this kernel attached XDP to `{iface}` without a bpf_link (Linux < 5.9?), which cannot be pinned; run without --pin-dir"
+    )]
+    NoBpfLink { iface: String },
+}
+
+/// The embedded object's definitions, to check pinned maps against ([`PinDir::prepare`]).
+pub fn object() -> Result<aya_obj::Object, LoaderError> {
+    aya_obj::Object::parse(OBJECT).map_err(|e| LoaderError::Object(EbpfError::ParseError(e)))
 }
 
 /// Names an altname's primary name when the duplicate was spelled differently.
@@ -129,13 +152,29 @@ pub fn resolve_interfaces(names: &[String]) -> Result<Vec<Interface>, LoaderErro
 pub struct Datapath {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
+    maps: DatapathMaps,
 }
 
 impl Datapath {
     /// Creates the maps, writes the configuration and port bitmap, and has the kernel verify
     /// the program.
-    pub fn load(config: &DatapathConfig, ports: &PortSet) -> Result<Self, LoaderError> {
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| {
+    pub fn load(state: &DatapathState) -> Result<Self, LoaderError> {
+        Self::load_pinned(state, &MapPins::default())
+    }
+
+    /// [`Self::load`], with the state maps adopted from or pinned at `pins` (see
+    /// [`crate::pins`]). The policy tries and other configuration maps are never pinned, so
+    /// their sizes may change between runs.
+    pub fn load_pinned(state: &DatapathState, pins: &MapPins) -> Result<Self, LoaderError> {
+        let mut loader = EbpfLoader::new();
+        // The policy tries are sized for the lists (with room to grow on reload).
+        loader
+            .map_max_entries(MAP_POLICY4, state.policy_capacity(false))
+            .map_max_entries(MAP_POLICY6, state.policy_capacity(true));
+        for (name, path) in &pins.sources {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| {
             if errno(&e) == Some(libc::EPERM) {
                 LoaderError::Permission {
                     action: "creating the eBPF maps",
@@ -144,18 +183,11 @@ impl Datapath {
                 LoaderError::Object(e)
             }
         })?;
+        // Before the maps are taken out of `ebpf`.
+        pins.pin_copies(&ebpf)?;
 
-        let mut config_map: Array<&mut MapData, DatapathConfig> =
-            typed_map(ebpf.map_mut(MAP_CONFIG), MAP_CONFIG)?;
-        check_len(MAP_CONFIG, config_map.len(), 1)?;
-        config_map
-            .set(0, config, 0)
-            .map_err(|source| map_error(MAP_CONFIG, source))?;
-
-        // Mode `always`: XDP answers SYNs to every protected port.
-        for name in [MAP_PORTS, MAP_COOKIE_PORTS] {
-            write_port_bitmap(&mut ebpf, name, ports)?;
-        }
+        let mut maps = DatapathMaps::take(&mut ebpf)?;
+        maps.apply(state, &[])?;
 
         let counters: PerCpuArray<MapData, u64> =
             typed_map(ebpf.take_map(MAP_COUNTERS), MAP_COUNTERS)?;
@@ -183,13 +215,22 @@ impl Datapath {
             other => LoaderError::Load(other),
         })?;
         debug!("XDP program `{PROGRAM_NAME}` loaded and verified");
-        Ok(Self { ebpf, counters })
+        Ok(Self {
+            ebpf,
+            counters,
+            maps,
+        })
     }
 
     /// Per-CPU packet counters, indexed by [`Counter`] (summed by
     /// [`CounterTotals`](crate::counters::CounterTotals)).
     pub const fn counters(&self) -> &PerCpuArray<MapData, u64> {
         &self.counters
+    }
+
+    /// The counters (read-only) and the maps the daemon writes, borrowed together.
+    pub fn counters_and_maps(&mut self) -> (&PerCpuArray<MapData, u64>, &mut DatapathMaps) {
+        (&self.counters, &mut self.maps)
     }
 
     /// The loaded program, e.g. for `BPF_PROG_TEST_RUN` (`aya::programs::TestRun`) without
@@ -202,40 +243,181 @@ impl Datapath {
             .map_err(LoaderError::Load)
     }
 
-    /// Attaches the program to every interface. On failure the interfaces attached so far are
-    /// detached again (by dropping the partial [`Attachments`]).
+    /// Attaches the program to every interface. With `pins`, each interface's bpf_link is
+    /// pinned at `<pins>/<iface>/link`, and a link already pinned there (left by an earlier
+    /// synguard: `--on-exit keep`, a crash) is adopted: `bpf_link_update` swaps this program in
+    /// atomically, so the interface never runs without XDP. On failure the links created so far
+    /// are removed again (by dropping the partial [`Attachments`]); adopted ones stay.
     pub fn attach(
         &mut self,
         ifaces: &[Interface],
         mode: XdpMode,
+        pins: Option<&PinDir>,
     ) -> Result<Attachments, LoaderError> {
         let aya_mode = match mode {
             XdpMode::Native => AyaXdpMode::Driver,
             XdpMode::Skb => AyaXdpMode::Skb,
         };
         let program = xdp_program(&mut self.ebpf)?;
-        let mut attachments = Attachments { links: Vec::new() };
+        let mut attachments = Attachments {
+            links: Vec::new(),
+            pins: pins.cloned(),
+        };
         for iface in ifaces {
+            let pin = pins.map(|p| p.link(&iface.name));
+            if let Some(path) = &pin
+                && let Some(link) = adopt_link(program, iface, path)?
+            {
+                info!(
+                    "XDP program replaced on {} (pinned link adopted, no gap)",
+                    iface.name
+                );
+                attachments.links.push(Attached {
+                    iface: iface.name.clone(),
+                    link,
+                    pin,
+                    adopted: true,
+                });
+                continue;
+            }
             let link = program
                 .attach_to_if_index(iface.index, aya_mode)
                 .and_then(|id| program.take_link(id))
                 .map_err(|source| attach_error(iface, mode, source))?;
+            let link = match &pin {
+                Some(path) => pin_link(link, iface, path)?,
+                None => link,
+            };
             info!("XDP attached to {} ({mode} mode)", iface.name);
-            attachments.links.push((iface.name.clone(), link));
+            attachments.links.push(Attached {
+                iface: iface.name.clone(),
+                link,
+                pin,
+                adopted: false,
+            });
         }
         Ok(attachments)
     }
 }
 
-/// The XDP links; dropping this detaches the program from every interface.
+fn pinned_link_error(
+    doing: &'static str,
+    iface: &Interface,
+    path: &Path,
+) -> impl FnOnce(Box<dyn StdError + Send + Sync>) -> LoaderError {
+    let (iface, path) = (iface.name.clone(), path.to_owned());
+    move |source| LoaderError::PinnedLink {
+        doing,
+        iface,
+        path,
+        source,
+    }
+}
+
+/// Swaps `program` into the link pinned at `path`, if there is one. A defunct link (its
+/// interface was deleted; a re-created one has another index) is unpinned and `None` returned.
+fn adopt_link(
+    program: &mut Xdp,
+    iface: &Interface,
+    path: &Path,
+) -> Result<Option<XdpLink>, LoaderError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let pinned = PinnedLink::from_pin(path)
+        .map_err(|e| pinned_link_error("opening", iface, path)(e.into()))?;
+    let link = XdpLink::try_from(FdLink::from(pinned))
+        .map_err(|e| pinned_link_error("opening (not an XDP link?)", iface, path)(e.into()))?;
+    match program.attach_to_link(link) {
+        Ok(id) => program
+            .take_link(id)
+            .map(Some)
+            .map_err(|e| pinned_link_error("adopting", iface, path)(e.into())),
+        Err(e) if errno(&e) == Some(libc::ENOLINK) => {
+            warn!(
+                "pinned XDP link {} is defunct (interface re-created?): attaching anew",
+                path.display()
+            );
+            std::fs::remove_file(path)
+                .map_err(|e| pinned_link_error("removing", iface, path)(e.into()))?;
+            Ok(None)
+        }
+        Err(e) => Err(pinned_link_error("updating", iface, path)(e.into())),
+    }
+}
+
+/// Pins a new link at `path`, so that it outlives this process.
+fn pin_link(link: XdpLink, iface: &Interface, path: &Path) -> Result<XdpLink, LoaderError> {
+    let fd_link = FdLink::try_from(link).map_err(|_| LoaderError::NoBpfLink {
+        iface: iface.name.clone(),
+    })?;
+    let pinned = fd_link
+        .pin(path)
+        .map_err(|e| pinned_link_error("creating", iface, path)(e.into()))?;
+    XdpLink::try_from(FdLink::from(pinned))
+        .map_err(|e| pinned_link_error("reopening", iface, path)(e.into()))
+}
+
+struct Attached {
+    iface: String,
+    link: XdpLink,
+    pin: Option<PathBuf>,
+    /// Taken over from an earlier process rather than created by this one.
+    adopted: bool,
+}
+
+/// The XDP links. [`Attachments::finish`] ends a run; dropping it without (a start that
+/// failed half way) detaches the links this process created and leaves adopted ones.
 pub struct Attachments {
-    links: Vec<(String, XdpLink)>,
+    links: Vec<Attached>,
+    pins: Option<PinDir>,
+}
+
+impl Attachments {
+    /// `keep`: every pinned link stays attached after this process (closing a pinned link's
+    /// fd does not detach it). Otherwise each interface's pins (link and maps) are removed and
+    /// its link detached. Tries every interface; returns the first error.
+    pub fn finish(mut self, keep: bool) -> Result<(), PinError> {
+        let mut first_error = None;
+        for Attached {
+            iface, link, pin, ..
+        } in self.links.drain(..)
+        {
+            if keep && pin.is_some() {
+                drop(link);
+                info!("XDP left attached to {iface} (pinned)");
+                continue;
+            }
+            if let Some(pins) = &self.pins
+                && let Err(e) = pins.remove(&iface)
+            {
+                warn!("{e}");
+                first_error.get_or_insert(e);
+            }
+            // XdpLink detaches on drop (closing a bpf_link fd cannot fail).
+            drop(link);
+            info!("XDP detached from {iface}");
+        }
+        first_error.map_or(Ok(()), Err)
+    }
 }
 
 impl Drop for Attachments {
     fn drop(&mut self) {
-        for (iface, link) in self.links.drain(..) {
-            // XdpLink detaches on drop (closing a bpf_link fd cannot fail).
+        for Attached {
+            iface,
+            link,
+            pin,
+            adopted,
+        } in self.links.drain(..)
+        {
+            if adopted {
+                continue;
+            }
+            if let Some(pin) = pin {
+                // Best effort: the start is failing already.
+                let _ignored = std::fs::remove_file(pin);
+            }
             drop(link);
             info!("XDP detached from {iface}");
         }
@@ -254,7 +436,7 @@ fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoaderError> {
         .map_err(LoaderError::Load)
 }
 
-fn typed_map<M, T>(map: Option<M>, name: &'static str) -> Result<T, LoaderError>
+pub(crate) fn typed_map<M, T>(map: Option<M>, name: &'static str) -> Result<T, LoaderError>
 where
     T: TryFrom<M, Error = MapError>,
 {
@@ -262,7 +444,7 @@ where
     T::try_from(map).map_err(|source| map_error(name, source))
 }
 
-fn check_len(name: &'static str, actual: u32, expected: u32) -> Result<(), LoaderError> {
+pub(crate) fn check_len(name: &'static str, actual: u32, expected: u32) -> Result<(), LoaderError> {
     if actual == expected {
         Ok(())
     } else {
@@ -274,7 +456,7 @@ fn check_len(name: &'static str, actual: u32, expected: u32) -> Result<(), Loade
     }
 }
 
-fn map_error(name: &'static str, source: MapError) -> LoaderError {
+pub(crate) fn map_error(name: &'static str, source: MapError) -> LoaderError {
     if errno(&source) == Some(libc::EPERM) {
         LoaderError::Permission {
             action: "writing the eBPF maps",
@@ -315,33 +497,6 @@ fn errno(err: &(dyn StdError + 'static)) -> Option<i32> {
     None
 }
 
-/// The `SG_PORTS` layout: bit `p % 64` of word `p / 64` is set for each protected port `p`.
-/// Writes `ports` into the port bitmap map `name`.
-fn write_port_bitmap(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    ports: &PortSet,
-) -> Result<(), LoaderError> {
-    let mut map: Array<&mut MapData, u64> = typed_map(ebpf.map_mut(name), name)?;
-    check_len(name, map.len(), PORT_BITMAP_WORDS)?;
-    // A new array map is all zeros, so only words with a protected port need writing.
-    for (word, bits) in port_bitmap(ports).into_iter().enumerate() {
-        if bits != 0 {
-            map.set(word as u32, bits, 0)
-                .map_err(|source| map_error(name, source))?;
-        }
-    }
-    Ok(())
-}
-
-fn port_bitmap(ports: &PortSet) -> Vec<u64> {
-    let mut words = vec![0u64; PORT_BITMAP_WORDS as usize];
-    for port in ports.ports() {
-        words[usize::from(port / 64)] |= 1 << (port % 64);
-    }
-    words
-}
-
 /// Names the usual cause when the log shows one: an old kernel lacks a helper.
 fn verifier_hint(verifier_log: &str) -> &'static str {
     if verifier_log.contains("unknown func") || verifier_log.contains("invalid func") {
@@ -363,22 +518,6 @@ mod tests {
                 .contains("Linux 6.0")
         );
         assert_eq!(verifier_hint("R4 invalid zero-sized read"), "");
-    }
-
-    #[test]
-    fn bitmap_sets_one_bit_per_port() {
-        let words = port_bitmap(&PortSet::new(&[
-            80..=80,
-            443..=443,
-            65535..=65535,
-            128..=191,
-        ]));
-        assert_eq!(words.len(), 1024);
-        assert_eq!(words[1], 1 << 16);
-        assert_eq!(words[2], u64::MAX);
-        assert_eq!(words[6], 1 << 59);
-        assert_eq!(words[1023], 1 << 63);
-        assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 67);
     }
 
     #[test]

@@ -12,11 +12,17 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
-use synguard::cli::Cli;
+use synguard::auto;
+use synguard::cli::{Cli, Command};
+use synguard::config::OnExit;
+use synguard::config::Settings;
+use synguard::control::Control;
+use synguard::datapath::DatapathState;
+use synguard::lifecycle::Lifecycle;
 use synguard::loader::{self, Datapath, LoaderError};
-use synguard::nft::SynproxyTable;
+use synguard::notify;
 use synguard::stats::Stats;
-use synguard::sysctl::SysctlGuard;
+use synguard::tuning::tune_kernel;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -30,6 +36,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return match Settings::check_file(file) {
+            Ok(settings) => {
+                println!(
+                    "{}: ok (ports {}, syncookies {})",
+                    file.display(),
+                    settings.ports,
+                    settings.syncookies
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -69,55 +92,81 @@ fn usage_error_line(error: &clap::Error) -> String {
 /// Start-up in dependency order, the run, and an orderly shutdown. Each step's guard undoes
 /// it on drop, so a failure half way (or a panic) leaves nothing behind.
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Detach { iface, pin_dir }) = &cli.command {
+        return synguard::detach::detach(iface, pin_dir.as_deref());
+    }
     // Registered first so a signal during start-up leads to a clean shutdown, not a kill
     // that would leave the nftables table and sysctls behind.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
-    let ports = cli.port_set();
-    let config = cli.datapath_config();
-    let ifaces = loader::resolve_interfaces(&cli.ifaces)?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
 
-    let mut datapath = Datapath::load(&config, &ports)?;
+    let settings = Settings::load(&cli)?;
+    let ports = settings.ports.clone();
+    let config = settings.datapath;
+    let ifaces = loader::resolve_interfaces(&settings.ifaces)?;
+    let xdp_mode = settings.xdp_mode;
+    // Locks the interfaces and finds what an earlier synguard left to adopt.
+    let mut lifecycle = Lifecycle::begin(&ifaces, xdp_mode, cli.pin_dir.as_deref())?;
+
+    let mut datapath =
+        Datapath::load_pinned(&DatapathState::of(&settings), &lifecycle.map_pins()?)?;
     // The table's ct expressions load nf_conntrack, which the conntrack sysctl needs.
-    let table = SynproxyTable::install(&ports, &config).context("installing the nftables table")?;
-    let mut sysctls = SysctlGuard::new();
+    let table = lifecycle.install_table(&ports, &config)?;
+    let mut sysctls = lifecycle.sysctls();
     // A cookie ACK must be `invalid` for synproxy to take it; with loose tracking conntrack
     // would pick it up mid-stream and the hand-off fails.
     sysctls.set("net.netfilter.nf_conntrack_tcp_loose", "0")?;
     // synproxy encodes the client's options in the timestamp; without timestamps on the
     // local stack the connection to the listener loses them.
     sysctls.set("net.ipv4.tcp_timestamps", "1")?;
-    let attachments = datapath.attach(&ifaces, cli.xdp_mode)?;
+    if let Some(tuning) = &settings.kernel {
+        tune_kernel(&mut sysctls, tuning)?;
+    }
+    let attachments = datapath.attach(&ifaces, xdp_mode, lifecycle.pins())?;
+    lifecycle.record(&sysctls)?;
 
     let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
     info!(
-        "synguard ready: XDP on {} ({} mode), protecting TCP ports {ports}",
+        "synguard ready: XDP on {} ({xdp_mode} mode), protecting TCP ports {ports}, syncookies {}",
         names.join(","),
-        cli.xdp_mode
+        settings.syncookies
     );
 
-    let mut stats = Stats::new(datapath.counters());
-    let period = Duration::from_secs(cli.stats_interval);
+    let period = Duration::from_secs(settings.stats_interval);
+    let on_exit = settings.on_exit;
+    let mut control = Control::new(cli, settings);
+    let (counters, maps) = datapath.counters_and_maps();
+    let mut stats = Stats::new(counters);
+    notify::ready(&stats.status(control.settings().syncookies));
     let mut ticks = interval_at(Instant::now() + period, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut auto_ticks = tokio::time::interval(auto::TICK);
+    auto_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let signal_name = loop {
         tokio::select! {
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
-            _ = ticks.tick() => stats.log_rates(),
+            _ = sighup.recv() => {
+                notify::reloading();
+                control.reload(maps, &table, &mut sysctls);
+                notify::ready(&stats.status(control.settings().syncookies));
+            }
+            _ = auto_ticks.tick(), if control.auto_active() => control.tick(maps),
+            _ = ticks.tick() => {
+                stats.log_rates();
+                notify::status(&stats.status(control.settings().syncookies));
+            }
         }
     };
 
     info!("{signal_name} received, shutting down");
-    drop(attachments);
+    notify::stopping();
+    lifecycle.finish(on_exit == OnExit::Keep, attachments, table, sysctls)?;
     // After the detach the counters are final.
     stats.log_rates();
     stats.log_totals();
-    let table_result = table.remove().context("deleting the nftables table");
-    let sysctl_result = sysctls.restore().context("restoring sysctls");
-    table_result?;
-    sysctl_result?;
     info!("synguard stopped");
     Ok(())
 }

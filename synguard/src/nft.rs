@@ -15,8 +15,8 @@ use nftables::expr::{
 };
 use nftables::helper::{self, NftablesError};
 use nftables::schema::{
-    Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue,
-    Table,
+    Chain, Element, FlushObject, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag,
+    SetType, SetTypeValue, Table,
 };
 use nftables::stmt::{Match, Operator, Statement, SynProxy};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, SynProxyFlag};
@@ -76,6 +76,36 @@ impl SynproxyTable {
         Ok(Self { installed: true })
     }
 
+    /// Replaces the table an earlier synguard left in place (`--on-exit keep`, a crash) in one
+    /// transaction, so the hand-off never stops; creates it if it is gone. Unlike
+    /// [`Self::install`], dropping the result leaves the table: a failed start must not take
+    /// away the earlier process's protection.
+    pub fn replace(ports: &PortSet, config: &DatapathConfig) -> Result<Self, NftError> {
+        let mut objects = vec![
+            NfObject::CmdObject(NfCmd::Add(NfListObject::Table(table()))),
+            NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(table()))),
+        ];
+        objects.extend(ruleset(ports, config).objects.iter().cloned());
+        let batch = Nftables {
+            objects: objects.into(),
+        };
+        apply(&batch, INSTALLING)?;
+        info!("nftables table inet {TABLE} replaced (synproxy on ports {ports})");
+        Ok(Self { installed: false })
+    }
+
+    /// Brings the table to new ports and synproxy options (reload), atomically.
+    pub fn update(&self, ports: &PortSet, config: &DatapathConfig) -> Result<(), NftError> {
+        apply(&update_batch(ports, config), "updating the synguard table")?;
+        info!("nftables table inet {TABLE} updated (synproxy on ports {ports})");
+        Ok(())
+    }
+
+    /// Leaves the table in place (`--on-exit keep`).
+    pub fn keep(mut self) {
+        self.installed = false;
+    }
+
     /// Deletes the table. Succeeds if someone else already deleted it.
     pub fn remove(mut self) -> Result<(), NftError> {
         self.installed = false;
@@ -93,7 +123,8 @@ impl Drop for SynproxyTable {
     }
 }
 
-fn delete_table() -> Result<(), NftError> {
+/// Deletes `table inet synguard` (`synguard detach`); succeeds if it is already gone.
+pub fn delete_table() -> Result<(), NftError> {
     let delete = Nftables {
         objects: vec![NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(
             table(),
@@ -253,32 +284,13 @@ fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
 /// source address and ACK alone; it comes back in on `lo`, hence the loopback exemptions, which
 /// also leave host-local clients to the plain stack (conntrack as usual).
 fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
-    let elements = ports
-        .ranges()
-        .iter()
-        .map(|r| {
-            if r.start() == r.end() {
-                number(*r.start())
-            } else {
-                Expression::Range(Box::new(Range {
-                    range: [number(*r.start()), number(*r.end())],
-                }))
-            }
-        })
-        .collect::<Vec<_>>();
-
     let add = |object| NfObject::CmdObject(NfCmd::Add(object));
-    let objects = vec![
+    let mut objects = vec![
         // `create` fails if the table appeared since `table_exists`, rather than merging.
         NfObject::CmdObject(NfCmd::Create(NfListObject::Table(table()))),
         add(NfListObject::Set(Box::new(Set {
-            family: FAMILY,
-            table: TABLE.into(),
-            name: PORTS_SET.into(),
-            set_type: SetTypeValue::Single(SetType::InetService),
-            flags: Some(HashSet::from([SetFlag::Interval])),
-            elem: Some(elements.into()),
-            ..Set::default()
+            elem: Some(port_elements(ports).into()),
+            ..ports_set()
         }))),
         add(base_chain("output", NfHook::Output, PRIO_RAW)),
         add(base_chain("input", NfHook::Input, PRIO_FILTER)),
@@ -291,15 +303,71 @@ fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
                 Statement::Notrack,
             ],
         )),
-        add(rule(
-            "input",
-            synproxy_rule("ipv4", config.mss4, config.wscale),
-        )),
-        add(rule(
-            "input",
-            synproxy_rule("ipv6", config.mss6, config.wscale),
-        )),
-        add(rule(
+    ];
+    objects.extend(input_rules(config).into_iter().map(add));
+    Nftables {
+        objects: objects.into(),
+    }
+}
+
+/// The batch that brings an installed table to new ports and synproxy options in one
+/// transaction: the set's elements and the input chain's rules are replaced, the table and its
+/// chains stay (no moment without protection).
+fn update_batch(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
+    let mut objects = vec![
+        NfObject::CmdObject(NfCmd::Flush(FlushObject::Set(Box::new(ports_set())))),
+        NfObject::CmdObject(NfCmd::Add(NfListObject::Element(Element {
+            family: FAMILY,
+            table: TABLE.into(),
+            name: PORTS_SET.into(),
+            elem: port_elements(ports).into(),
+        }))),
+        NfObject::CmdObject(NfCmd::Flush(FlushObject::Chain(input_chain()))),
+    ];
+    objects.extend(
+        input_rules(config)
+            .into_iter()
+            .map(|rule| NfObject::CmdObject(NfCmd::Add(rule))),
+    );
+    Nftables {
+        objects: objects.into(),
+    }
+}
+
+/// `set ports { type inet_service; flags interval; }` without elements.
+fn ports_set() -> Set<'static> {
+    Set {
+        family: FAMILY,
+        table: TABLE.into(),
+        name: PORTS_SET.into(),
+        set_type: SetTypeValue::Single(SetType::InetService),
+        flags: Some(HashSet::from([SetFlag::Interval])),
+        ..Set::default()
+    }
+}
+
+fn port_elements(ports: &PortSet) -> Vec<Expression<'static>> {
+    ports
+        .ranges()
+        .iter()
+        .map(|r| {
+            if r.start() == r.end() {
+                number(*r.start())
+            } else {
+                Expression::Range(Box::new(Range {
+                    range: [number(*r.start()), number(*r.end())],
+                }))
+            }
+        })
+        .collect()
+}
+
+/// The input chain's rules: synproxy per family (the MSS differs), then drop other invalid.
+fn input_rules(config: &DatapathConfig) -> [NfListObject<'static>; 3] {
+    [
+        rule("input", synproxy_rule("ipv4", config.mss4, config.wscale)),
+        rule("input", synproxy_rule("ipv6", config.mss6, config.wscale)),
+        rule(
             "input",
             vec![
                 not_loopback(),
@@ -307,10 +375,16 @@ fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
                 ct_state(Expression::String("invalid".into())),
                 Statement::Drop(None),
             ],
-        )),
-    ];
-    Nftables {
-        objects: objects.into(),
+        ),
+    ]
+}
+
+fn input_chain() -> Chain<'static> {
+    Chain {
+        family: FAMILY,
+        table: TABLE.into(),
+        name: "input".into(),
+        ..Chain::default()
     }
 }
 
@@ -506,6 +580,29 @@ mod tests {
         let drop = &objects[7]["add"]["rule"]["expr"];
         assert_eq!(drop[0], not_lo);
         assert_eq!(drop[3], json!({"drop": null}));
+    }
+
+    #[test]
+    fn update_replaces_elements_and_input_rules_only() {
+        let ports = PortSet::new(&[8080..=8081]);
+        let config = DatapathConfig {
+            mss4: 1400,
+            ..DatapathConfig::DEFAULT
+        };
+        let json = to_nft_json(&update_batch(&ports, &config));
+        let objects = json["nftables"].as_array().unwrap();
+        assert_eq!(objects.len(), 6);
+        assert_eq!(objects[0]["flush"]["set"]["name"], json!("ports"));
+        assert_eq!(
+            objects[1]["add"]["element"]["elem"],
+            json!([{"range": [8080, 8081]}])
+        );
+        assert_eq!(objects[2]["flush"]["chain"]["name"], json!("input"));
+        assert_eq!(
+            objects[3]["add"]["rule"]["expr"][4]["synproxy"]["mss"],
+            json!(1400)
+        );
+        assert!(!json.to_string().contains("delete"));
     }
 
     #[test]

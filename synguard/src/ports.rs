@@ -33,6 +33,10 @@ impl PortSet {
     pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
         self.ranges.iter().flat_map(Clone::clone)
     }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.ranges.iter().any(|r| r.contains(&port))
+    }
 }
 
 impl fmt::Display for PortSet {

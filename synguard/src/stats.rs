@@ -1,6 +1,6 @@
 //! Periodic log lines from the datapath's per-CPU counters (no per-packet logging).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::time::Instant;
 
 use aya::maps::{MapData, PerCpuArray};
@@ -9,6 +9,16 @@ use tracing::{info, warn};
 
 use crate::counters::CounterTotals;
 
+/// The counters in the `systemctl status` line.
+const STATUS_COUNTERS: [Counter; 6] = [
+    Counter::Packets,
+    Counter::SynCookieSent,
+    Counter::SynToKernel,
+    Counter::AckCookieValid,
+    Counter::AckCookieInvalid,
+    Counter::DropSourceBlocked,
+];
+
 pub struct Stats<'a> {
     map: &'a PerCpuArray<MapData, u64>,
     last: CounterTotals,
@@ -16,12 +26,24 @@ pub struct Stats<'a> {
 }
 
 impl<'a> Stats<'a> {
+    /// Rates start from the counters' current values: adopted (pinned) counters continue
+    /// from an earlier run, whose totals are included in [`Self::log_totals`].
     pub fn new(map: &'a PerCpuArray<MapData, u64>) -> Self {
         Self {
             map,
-            last: CounterTotals::zero(),
+            last: CounterTotals::read(map).unwrap_or_else(|_| CounterTotals::zero()),
             last_at: Instant::now(),
         }
+    }
+
+    /// The `systemctl status` line: the SYN-cookie mode and the main totals as of the last
+    /// read.
+    pub fn status(&self, mode: impl fmt::Display) -> String {
+        let totals: Vec<String> = STATUS_COUNTERS
+            .iter()
+            .map(|&counter| format!("{}={}", counter.name(), self.last[counter]))
+            .collect();
+        format!("syncookies {mode}; {}", totals.join(" "))
     }
 
     /// Logs one line with the per-second rate of each counter that moved since the last call.

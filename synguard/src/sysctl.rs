@@ -14,18 +14,15 @@ use tracing::{info, warn};
 #[derive(Debug, Error)]
 pub enum SysctlError {
     #[error("sysctl {name} does not exist{hint}")]
-    Missing {
-        name: &'static str,
-        hint: &'static str,
-    },
+    Missing { name: String, hint: &'static str },
     #[error(
         "permission denied writing sysctl {name}: run as root (CAP_NET_ADMIN in this network namespace)"
     )]
-    Permission { name: &'static str },
+    Permission { name: String },
     #[error("{doing} sysctl {name}")]
     Io {
         doing: &'static str,
-        name: &'static str,
+        name: String,
         #[source]
         source: io::Error,
     },
@@ -34,12 +31,28 @@ pub enum SysctlError {
 /// Changed sysctls with their original values; dropping the guard restores them.
 #[derive(Default)]
 pub struct SysctlGuard {
-    saved: Vec<(&'static str, String)>,
+    saved: Vec<(String, String)>,
 }
 
 impl SysctlGuard {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Takes over the original values an earlier synguard recorded (its state file), so that
+    /// they, not the values it set, are restored.
+    pub fn adopt(saved: Vec<(String, String)>) -> Self {
+        Self { saved }
+    }
+
+    /// Changed sysctls with their original values, oldest first.
+    pub fn saved(&self) -> &[(String, String)] {
+        &self.saved
+    }
+
+    /// Leaves every sysctl as it is now (`--on-exit keep`).
+    pub fn keep(mut self) {
+        self.saved.clear();
     }
 
     /// Sets `name` (dotted form) to `value` unless it already has it; only values that were
@@ -52,7 +65,10 @@ impl SysctlGuard {
         }
         write(name, value)?;
         info!("sysctl {name} = {value} (was {original})");
-        self.saved.push((name, original));
+        // An adopted original (from before the first synguard) stays the one to restore.
+        if !self.saved.iter().any(|(saved, _)| saved == name) {
+            self.saved.push((name.to_owned(), original));
+        }
         Ok(())
     }
 
@@ -60,7 +76,7 @@ impl SysctlGuard {
     pub fn restore(&mut self) -> Result<(), SysctlError> {
         let mut first_error = None;
         while let Some((name, original)) = self.saved.pop() {
-            match write(name, &original) {
+            match write(&name, &original) {
                 Ok(()) => info!("sysctl {name} restored to {original}"),
                 Err(e) => {
                     warn!("{e}");
@@ -83,11 +99,12 @@ fn path(name: &str) -> PathBuf {
     PathBuf::from("/proc/sys").join(name.replace('.', "/"))
 }
 
-fn read(name: &'static str) -> Result<String, SysctlError> {
+/// The current value of `name` (dotted form), trimmed.
+pub fn read(name: &str) -> Result<String, SysctlError> {
     match fs::read_to_string(path(name)) {
         Ok(text) => Ok(text.trim().to_owned()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SysctlError::Missing {
-            name,
+            name: name.to_owned(),
             hint: if name.starts_with("net.netfilter.") {
                 " (is the nf_conntrack module loaded?)"
             } else {
@@ -96,18 +113,20 @@ fn read(name: &'static str) -> Result<String, SysctlError> {
         }),
         Err(source) => Err(SysctlError::Io {
             doing: "reading",
-            name,
+            name: name.to_owned(),
             source,
         }),
     }
 }
 
-fn write(name: &'static str, value: &str) -> Result<(), SysctlError> {
+fn write(name: &str, value: &str) -> Result<(), SysctlError> {
     fs::write(path(name), value).map_err(|source| match source.kind() {
-        io::ErrorKind::PermissionDenied => SysctlError::Permission { name },
+        io::ErrorKind::PermissionDenied => SysctlError::Permission {
+            name: name.to_owned(),
+        },
         _ => SysctlError::Io {
             doing: "writing",
-            name,
+            name: name.to_owned(),
             source,
         },
     })

@@ -1,5 +1,6 @@
-//! `cargo xtask setup | build | test | lab`: the project's own tasks.
+//! `cargo xtask setup | build | test | lab | install`: the project's own tasks.
 
+mod install;
 mod lab;
 mod setup;
 
@@ -29,6 +30,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the release daemon and install it with its systemd unit and default config
+    /// (/usr/local/bin, /etc/systemd/system, /etc/synguard: an existing config is kept).
+    Install,
     /// The demo: a SYN flood against a protected server in a namespace lab.
     Lab {
         /// How long to flood.
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::setup(),
         Task::Build => build(),
         Task::Test { args } => test(&args),
+        Task::Install => install::install(),
         Task::Lab { seconds, xdp_mode } => (if release_binary().is_file() {
             Ok(())
         } else {

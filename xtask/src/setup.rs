@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::run;
 
 /// Debian packages: LLVM 22 for bpf-linker, and the lab's tools.
-const APT_PACKAGES: [&str; 13] = [
+const APT_PACKAGES: [&str; 14] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "zlib1g-dev",
@@ -23,6 +23,8 @@ const APT_PACKAGES: [&str; 13] = [
     "curl",
     "conntrack",
     "kmod",
+    // systemd-analyze: the unit file test.
+    "systemd",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -6,6 +6,7 @@ use std::fmt;
 
 use aya::programs::{ProgramError, TestRun, TestRunOptions};
 use synguard::counters::CounterTotals;
+use synguard::datapath::DatapathState;
 use synguard::loader::Datapath;
 use synguard::ports::PortSet;
 use synguard_common::{Counter, DatapathConfig};
@@ -54,7 +55,7 @@ pub struct Run {
 impl Bench {
     pub fn load(ports: &[u16], config: DatapathConfig) -> Self {
         let ranges: Vec<_> = ports.iter().map(|&port| port..=port).collect();
-        let datapath = Datapath::load(&config, &PortSet::new(&ranges))
+        let datapath = Datapath::load(&DatapathState::new(config, PortSet::new(&ranges)))
             .unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
         Self {
             datapath,

@@ -1,0 +1,153 @@
+//! Pins and locks: after `kill -9` the pinned link keeps XDP answering (counters move), the
+//! next start adopts it, and `synguard detach` removes everything (program, pins, table,
+//! state) and restores the sysctls; a second synguard on a busy interface is refused while the
+//! first keeps working.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use nix::sys::signal::Signal;
+use synguard_common::Counter;
+use synguard_lab::bpffs::Bpffs;
+use synguard_lab::client::{self, ClientConfig};
+use synguard_lab::daemon::{Daemon, XdpMode, binary};
+use synguard_lab::harness::{self, Need, run_cases};
+use synguard_lab::kernel::{self, Counters, set_sysctl, sysctl, xdp_prog_id};
+use synguard_lab::netns::Netns;
+use synguard_lab::process::describe;
+use synguard_lab::server::{PayloadServer, Protocol};
+use synguard_lab::topology::{Family, Lab};
+
+const PORT: u16 = 8080;
+const PAYLOAD: usize = 1024;
+const LOOSE: &str = "net.netfilter.nf_conntrack_tcp_loose";
+
+/// `synguard ARGS` in `netns`: exit success and combined output.
+fn synguard(netns: &Netns, args: &[&str]) -> Result<(bool, String)> {
+    let mut cmd: Command = netns.command(&binary()?.to_string_lossy());
+    cmd.args(args);
+    let output = cmd
+        .output()
+        .with_context(|| format!("running `{}`", describe(&cmd)))?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    Ok((output.status.success(), text))
+}
+
+fn connections_work(lab: &Lab, count: usize) -> Result<()> {
+    let target = lab.server_addr(Family::V4, PORT);
+    let report = client::run(
+        lab.client(),
+        ClientConfig::new(target, Protocol::RequestFirst, PAYLOAD, count),
+    )?;
+    if !report.failures.is_empty() {
+        bail!("connections failed: {:?}", report.failures);
+    }
+    Ok(())
+}
+
+#[test]
+fn kill_9_keeps_protection_and_detach_removes_it() {
+    let Some(_serial) = harness::start("pinning", &[Need::Daemon, Need::Tool("mount")]) else {
+        return;
+    };
+    run_cases("kill -9", [XdpMode::Native.as_str()], |_| {
+        let bpffs = Bpffs::mount()?;
+        let lab = Lab::new()?;
+        let (server, iface) = (lab.server(), lab.server_iface());
+        let _http = PayloadServer::start(server, PORT, PAYLOAD, Protocol::RequestFirst)?;
+        set_sysctl(server, LOOSE, "1")?;
+        let args = ["--pin-dir", bpffs.arg()];
+        let ports = PORT.to_string();
+
+        let a = Daemon::start(server, iface.name(), &ports, XdpMode::Native, &args)?;
+        connections_work(&lab, 5)?;
+        let exit = a.stop_with(Signal::SIGKILL)?;
+        ensure!(!exit.status.success(), "kill -9: {}", exit.status);
+        let before = Counters::of(iface)?;
+        connections_work(&lab, 5)?;
+        let moved = Counters::of(iface)?.since(&before);
+        ensure!(
+            moved.get(Counter::SynCookieSent) >= 5 && moved.get(Counter::AckCookieValid) >= 5,
+            "XDP did not answer after kill -9: {moved}"
+        );
+
+        let b = Daemon::start(
+            server,
+            iface.name(),
+            &ports,
+            XdpMode::Native,
+            &[args[0], args[1], "--on-exit", "keep"],
+        )?;
+        ensure!(
+            b.log().contains("pinned link adopted"),
+            "the next start did not adopt the pinned link:\n{}",
+            b.log()
+        );
+        connections_work(&lab, 5)?;
+        b.stop()?.ensure_success()?;
+        ensure!(xdp_prog_id(iface)?.is_some(), "--on-exit keep detached XDP");
+
+        let (ok, out) = synguard(server, &["detach", "--iface", iface.name()])?;
+        ensure!(ok, "detach failed: {out}");
+        ensure!(
+            xdp_prog_id(iface)?.is_none(),
+            "XDP still attached after detach"
+        );
+        let tables = kernel::nft_tables(server)?;
+        ensure!(
+            !tables.iter().any(|t| t == "inet synguard"),
+            "table left after detach: {tables:?}"
+        );
+        let pins = bpffs.path().join(iface.name());
+        ensure!(!pins.exists(), "pins left: {}", pins.display());
+        let state = Path::new("/run/synguard").join(format!("{}.json", iface.name()));
+        ensure!(!state.exists(), "state file left: {}", state.display());
+        let loose = sysctl(server, LOOSE)?;
+        ensure!(loose == "1", "{LOOSE} is {loose} after detach, was 1");
+
+        let (ok, out) = synguard(server, &["detach", "--iface", iface.name()])?;
+        ensure!(
+            !ok && out.contains("synguard is not attached"),
+            "detach of a clean interface: success {ok}, output {out}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn second_instance_is_refused() {
+    let Some(_serial) = harness::start("lock", &[Need::Daemon]) else {
+        return;
+    };
+    run_cases("lock", [XdpMode::Skb.as_str()], |_| {
+        let lab = Lab::new()?;
+        let (server, iface) = (lab.server(), lab.server_iface());
+        let _http = PayloadServer::start(server, PORT, PAYLOAD, Protocol::RequestFirst)?;
+        let ports = PORT.to_string();
+        let first = Daemon::start(server, iface.name(), &ports, XdpMode::Skb, &[])?;
+        let (ok, out) = synguard(
+            server,
+            &[
+                "--iface",
+                iface.name(),
+                "--ports",
+                &ports,
+                "--xdp-mode",
+                "skb",
+            ],
+        )?;
+        ensure!(
+            !ok && out.contains("already runs on interface"),
+            "the second instance: success {ok}, output {out}"
+        );
+        let (ok, out) = synguard(server, &["detach", "--iface", iface.name()])?;
+        ensure!(
+            !ok && out.contains("already runs on interface"),
+            "detach under a running daemon: success {ok}, output {out}"
+        );
+        connections_work(&lab, 5)?;
+        first.stop()?.ensure_success()
+    });
+}

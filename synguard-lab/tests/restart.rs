@@ -1,0 +1,124 @@
+//! A restart in the middle of a SYN flood has no gap: daemon A (`--on-exit keep`, pins on a
+//! private bpffs) stops while hping3 floods and a legitimate client keeps connecting; daemon B
+//! starts, adopts the pinned maps and link and swaps its program in with `bpf_link_update`.
+//! No legitimate connection fails, the server's kernel answers no flood SYN (no kernel SYN
+//! cookies, no listen overflows, no SYNPROXY SYNs), and the counters continue from A's values.
+
+use std::thread::sleep;
+use std::time::Duration;
+
+use anyhow::ensure;
+use synguard_common::Counter;
+use synguard_lab::bpffs::Bpffs;
+use synguard_lab::client::{ClientConfig, LegitClient};
+use synguard_lab::daemon::{Daemon, XdpMode};
+use synguard_lab::flood::{Flood, FloodKind};
+use synguard_lab::harness::{self, Need, run_cases};
+use synguard_lab::kernel::{self, Counters};
+use synguard_lab::server::{PayloadServer, Protocol};
+use synguard_lab::topology::{Family, Lab};
+
+const PORT: u16 = 8080;
+const PAYLOAD: usize = 10 * 1024;
+const FLOOD: Duration = Duration::from_secs(8);
+
+#[test]
+fn restart_during_a_flood_has_no_gap() {
+    let Some(_serial) = harness::start(
+        "restart",
+        &[
+            Need::Daemon,
+            Need::Tool("hping3"),
+            Need::Tool("timeout"),
+            Need::Tool("mount"),
+        ],
+    ) else {
+        return;
+    };
+    let mode = XdpMode::Native;
+    run_cases("restart", [mode.as_str()], |_| {
+        let bpffs = Bpffs::mount()?;
+        let lab = Lab::new()?;
+        let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+        let iface = lab.server_iface().name();
+        let ports = PORT.to_string();
+        let start = |on_exit: &str| {
+            Daemon::start(
+                lab.server(),
+                iface,
+                &ports,
+                mode,
+                &["--pin-dir", bpffs.arg(), "--on-exit", on_exit],
+            )
+        };
+        let a = start("keep")?;
+        let target = lab.server_addr(Family::V4, PORT);
+        let flood = Flood::start(&lab, FloodKind::Syn, target.ip(), PORT, FLOOD)?;
+        let legit = LegitClient::spawn(
+            lab.client(),
+            ClientConfig {
+                connections: usize::MAX,
+                ..ClientConfig::new(target, Protocol::RequestFirst, PAYLOAD, 0)
+                    .interval(Duration::from_millis(20))
+            },
+        )?;
+        sleep(Duration::from_secs(2));
+
+        let snmp_before = kernel::snmp(lab.server())?;
+        let synproxy_before = kernel::synproxy(lab.server())?;
+        a.stop()?.ensure_success()?;
+        let counters_a = Counters::of(lab.server_iface())?;
+        let b = start("remove")?;
+        let snmp = kernel::snmp(lab.server())?.since(&snmp_before);
+        let synproxy = kernel::synproxy(lab.server())?.since(&synproxy_before);
+        let counters_b = Counters::of(lab.server_iface())?;
+
+        let sent = flood.wait()?;
+        legit.stop();
+        let report = legit.join()?;
+        let log = b.log();
+        b.stop()?.ensure_success()?;
+
+        println!(
+            "flood {} SYNs; legit {}; kernel during the restart: {}; SYNPROXY {}",
+            sent.sent,
+            report.summary(),
+            snmp.show(&[
+                "TcpExtSyncookiesSent",
+                "TcpExtListenOverflows",
+                "TcpPassiveOpens"
+            ]),
+            synproxy.show(&["syn_received"])
+        );
+        ensure!(
+            log.contains("pinned link adopted") && log.contains("adopting pinned maps"),
+            "B did not adopt A's pins:\n{log}"
+        );
+        ensure!(sent.sent > 10_000, "the flood sent only {}", sent.sent);
+        ensure!(
+            report.failures.is_empty() && report.successes() > 100,
+            "legitimate connections across the restart: {}; failures {:?}",
+            report.summary(),
+            report.failures.iter().take(5).collect::<Vec<_>>()
+        );
+        for (name, value) in [
+            ("TcpExtSyncookiesSent", snmp.get("TcpExtSyncookiesSent")),
+            ("TcpExtListenOverflows", snmp.get("TcpExtListenOverflows")),
+            ("SYNPROXY syn_received", synproxy.get("syn_received")),
+        ] {
+            ensure!(
+                value == 0,
+                "{name} rose by {value} during the restart: flood SYNs reached the kernel"
+            );
+        }
+        let (at_a, at_b) = (
+            counters_a.get(Counter::SynCookieSent),
+            counters_b.get(Counter::SynCookieSent),
+        );
+        ensure!(
+            at_a > 0 && at_b >= at_a,
+            "syn_cookie_sent went from {at_a} (A's exit) to {at_b} (B started): the counters did not continue"
+        );
+        Ok(())
+    });
+}

@@ -1,0 +1,63 @@
+//! `synguard detach --iface IF`: removes what a synguard left on an interface after it exited
+//! with `--on-exit keep` or died (`kill -9`, a crash): the pinned XDP link (which detaches the
+//! program) and map pins, and, when no other interface of the same network namespace is still
+//! protected, the nftables table and the sysctls it changed (restored to their values from
+//! before the first attach).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use tracing::info;
+
+use crate::nft;
+use crate::pins::{DEFAULT_PIN_DIR, PinDir};
+use crate::state::{AttachState, IfaceLock, RUN_DIR, current_netns};
+use crate::sysctl::SysctlGuard;
+
+/// `pin_dir`: `--pin-dir`; without it the directory recorded in the state file, else the
+/// default.
+pub fn detach(iface: &str, pin_dir: Option<&Path>) -> anyhow::Result<()> {
+    // Fails while a daemon runs on the interface: it would re-create what we remove.
+    let _lock = IfaceLock::acquire(iface)?;
+    let state = AttachState::read(iface)?;
+    if let Some(state) = &state
+        && state.netns != current_netns()?
+    {
+        bail!(
+            "synguard ran on `{iface}` in another network namespace: run `synguard detach` there (e.g. with `ip netns exec`)"
+        );
+    }
+    let root: PathBuf = pin_dir
+        .map(Path::to_owned)
+        .or_else(|| state.as_ref().map(|s| s.pin_dir.clone()))
+        .unwrap_or_else(|| DEFAULT_PIN_DIR.into());
+    let pins = PinDir::new(root);
+    let had_pins = pins.remove(iface)?;
+    let Some(state) = state else {
+        if !had_pins {
+            bail!(
+                "synguard is not attached to `{iface}`: no pins under {} and no state file in {RUN_DIR}",
+                pins.iface_dir(iface).display()
+            );
+        }
+        info!("XDP program and pins removed from {iface} (no state file: nothing else to undo)");
+        return Ok(());
+    };
+    if had_pins {
+        info!("XDP program and pins removed from {iface}");
+    }
+    if state.shared_with_others(iface)? {
+        info!(
+            "nftables table and sysctls left in place: other interfaces of this network namespace are still protected"
+        );
+    } else {
+        if state.nft_table {
+            nft::delete_table().context("deleting the nftables table")?;
+        }
+        SysctlGuard::adopt(state.sysctls)
+            .restore()
+            .context("restoring sysctls")?;
+    }
+    AttachState::remove(iface)?;
+    Ok(())
+}

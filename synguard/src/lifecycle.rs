@@ -1,0 +1,163 @@
+//! What makes a restart gapless and a crash harmless, around the daemon's start-up steps:
+//! the per-interface locks, the pins ([`crate::pins`]) and the state file
+//! ([`crate::state`]) an earlier synguard left, which this run adopts.
+//!
+//! Order in `main`: [`Lifecycle::begin`] (locks, pins, earlier state), load with
+//! [`Lifecycle::map_pins`], [`Lifecycle::install_table`], [`Lifecycle::sysctls`] and set them,
+//! attach with [`Lifecycle::pins`], [`Lifecycle::record`], run, [`Lifecycle::finish`].
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use synguard_common::DatapathConfig;
+use tracing::{info, warn};
+
+use crate::cli::XdpMode;
+use crate::loader::{self, Attachments, Interface};
+use crate::nft::SynproxyTable;
+use crate::pins::{MapPins, PinDir};
+use crate::ports::PortSet;
+use crate::state::{AttachState, IfaceLock, lock_all};
+use crate::sysctl::SysctlGuard;
+
+pub struct Lifecycle {
+    _locks: Vec<IfaceLock>,
+    pins: Option<PinDir>,
+    /// What an earlier synguard left on these interfaces (`--on-exit keep`, a crash).
+    earlier: Option<AttachState>,
+    state: AttachState,
+    ifaces: Vec<String>,
+}
+
+impl Lifecycle {
+    /// Locks every interface (a second synguard on one of them fails here, before touching
+    /// anything), finds the pin root and reads what an earlier run left.
+    pub fn begin(
+        ifaces: &[Interface],
+        xdp_mode: XdpMode,
+        pin_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
+        let locks = lock_all(names.iter().map(String::as_str))?;
+        let pins = PinDir::for_daemon(pin_dir)?;
+        let mode = xdp_mode.to_string();
+        let mut earlier: Option<AttachState> = None;
+        for name in &names {
+            let Some(found) = AttachState::read(name)? else {
+                continue;
+            };
+            if found.xdp_mode != mode {
+                bail!(
+                    "synguard left XDP on `{name}` in {} mode, this start asks for {mode}: a pinned link keeps its mode; remove it first with `synguard detach --iface {name}`",
+                    found.xdp_mode
+                );
+            }
+            info!("adopting what an earlier synguard left on {name}");
+            // The oldest originals win: they are from before any synguard.
+            match &mut earlier {
+                Some(e) => {
+                    for saved in found.sysctls {
+                        if !e.sysctls.iter().any(|(n, _)| *n == saved.0) {
+                            e.sysctls.push(saved);
+                        }
+                    }
+                    e.nft_table |= found.nft_table;
+                }
+                None => earlier = Some(found),
+            }
+        }
+        let root = pins.as_ref().map_or(Path::new(""), PinDir::root);
+        Ok(Self {
+            _locks: locks,
+            state: AttachState::new(&mode, root)?,
+            pins,
+            earlier,
+            ifaces: names,
+        })
+    }
+
+    /// The pin root, `None` without pins.
+    pub const fn pins(&self) -> Option<&PinDir> {
+        self.pins.as_ref()
+    }
+
+    /// Which state maps to adopt or pin, for [`loader::Datapath::load_pinned`].
+    pub fn map_pins(&self) -> anyhow::Result<MapPins> {
+        let Some(pins) = &self.pins else {
+            return Ok(MapPins::default());
+        };
+        let names: Vec<&str> = self.ifaces.iter().map(String::as_str).collect();
+        let pins = pins.prepare(&names, &loader::object()?)?;
+        if pins.adopted() {
+            info!("adopting pinned maps: counters and per-source state continue");
+        }
+        Ok(pins)
+    }
+
+    /// Installs the nftables table, or replaces an earlier run's in one transaction.
+    pub fn install_table(
+        &self,
+        ports: &PortSet,
+        config: &DatapathConfig,
+    ) -> anyhow::Result<SynproxyTable> {
+        let table = if self.earlier.as_ref().is_some_and(|e| e.nft_table) {
+            SynproxyTable::replace(ports, config)
+        } else {
+            SynproxyTable::install(ports, config)
+        };
+        table.context("installing the nftables table")
+    }
+
+    /// A sysctl guard that restores the values from before the earliest synguard.
+    pub fn sysctls(&self) -> SysctlGuard {
+        SysctlGuard::adopt(
+            self.earlier
+                .as_ref()
+                .map(|e| e.sysctls.clone())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Writes every interface's state file: the table and the sysctls to undo later.
+    pub fn record(&mut self, sysctls: &SysctlGuard) -> anyhow::Result<()> {
+        self.state.nft_table = true;
+        self.state.sysctls = sysctls.saved().to_vec();
+        for iface in &self.ifaces {
+            self.state.write(iface)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the run. `keep` (with pins) leaves the program, pins, table, sysctls and state
+    /// files for the next start or `synguard detach`; otherwise everything is removed.
+    pub fn finish(
+        self,
+        keep: bool,
+        attachments: Attachments,
+        table: SynproxyTable,
+        mut sysctls: SysctlGuard,
+    ) -> anyhow::Result<()> {
+        if keep && self.pins.is_none() {
+            warn!("--on-exit keep needs pins on a BPF filesystem: removing everything instead");
+        }
+        if keep && self.pins.is_some() {
+            attachments.finish(true)?;
+            table.keep();
+            sysctls.keep();
+            info!(
+                "protection left in place (--on-exit keep); `synguard detach --iface IF` removes it"
+            );
+            return Ok(());
+        }
+        let pins_result = attachments.finish(false).context("removing the pins");
+        let table_result = table.remove().context("deleting the nftables table");
+        let sysctl_result = sysctls.restore().context("restoring sysctls");
+        for iface in &self.ifaces {
+            AttachState::remove(iface)?;
+        }
+        pins_result?;
+        table_result?;
+        sysctl_result?;
+        Ok(())
+    }
+}
