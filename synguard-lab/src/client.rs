@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 use socket2::{Domain, Socket, Type};
 
-use crate::netns::{Netns, join};
+use crate::capture::{Capture, TcpSegment};
+use crate::netns::{Iface, Netns, join};
 use crate::server::{Protocol, REQUEST, payload};
 
 /// What the client does.
@@ -60,6 +61,11 @@ impl ClientConfig {
 
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = Some(interval);
+        self
+    }
+
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 }
@@ -233,6 +239,25 @@ impl Drop for LegitClient {
 /// Runs `config` in `netns` to completion.
 pub fn run(netns: &Netns, config: ClientConfig) -> Result<ClientReport> {
     LegitClient::spawn(netns, config)?.join()
+}
+
+/// Runs `config` in `netns` while capturing on `iface` (the namespace's veth): the report and
+/// the SYN-ACKs the target sent (at least one per successful connection, if they arrived
+/// within a second). For a quiet lab: the capture keeps every frame.
+pub fn run_captured(
+    netns: &Netns,
+    iface: &Iface,
+    config: ClientConfig,
+) -> Result<(ClientReport, Vec<TcpSegment>)> {
+    let target = config.target;
+    let capture = Capture::start(netns, iface.name())?;
+    let report = run(netns, config)?;
+    // The capture thread may still be reading: wait for one SYN-ACK per connection made.
+    let synacks = capture.wait_for(report.successes(), Duration::from_secs(1), |s| {
+        s.is_synack() && s.src == target.ip() && s.sport == target.port()
+    })?;
+    capture.stop()?;
+    Ok((report, synacks))
 }
 
 fn run_loop(config: &ClientConfig, progress: &Progress, stop: &AtomicBool) -> ClientReport {

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use nix::sys::signal::Signal;
 
 use crate::netns::Netns;
-use crate::process::Process;
+use crate::process::{Process, describe};
 
 /// How long start-up (BPF load, nftables, attach) may take.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,6 +67,20 @@ pub fn binary() -> Result<PathBuf> {
         })
 }
 
+/// Runs `synguard ARGS` (a subcommand such as `check-config` or `detach`, or a daemon start
+/// that is expected to fail) in `netns` to completion: whether it exited 0, and its stdout
+/// and stderr.
+pub fn run_once(netns: &Netns, args: &[&str]) -> Result<(bool, String)> {
+    let mut cmd = netns.command(&binary()?.to_string_lossy());
+    cmd.args(args);
+    let output = cmd
+        .output()
+        .with_context(|| format!("running `{}`", describe(&cmd)))?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    Ok((output.status.success(), text))
+}
+
 /// How the daemon ended.
 #[derive(Debug)]
 pub struct DaemonExit {
@@ -81,6 +95,11 @@ impl DaemonExit {
             bail!("daemon exited with {}:\n{}", self.status, self.log);
         }
         Ok(())
+    }
+
+    /// The `stats total: ...` line the daemon logs at exit (counter totals since start).
+    pub fn totals(&self) -> Option<&str> {
+        self.log.lines().find(|l| l.contains("stats total:"))
     }
 }
 
@@ -112,24 +131,37 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Self> {
-        let binary = binary()?;
-        let mut cmd = netns.command(&binary.to_string_lossy());
-        cmd.args([
+        let mut args = vec![
             "--iface",
             iface,
             "--ports",
             ports,
             "--xdp-mode",
             mode.as_str(),
-        ])
-        .args(extra)
-        .envs(env.iter().copied());
+        ];
+        args.extend(extra);
         if !extra
             .iter()
             .any(|a| *a == "--syncookies" || *a == "--config")
         {
-            cmd.args(["--syncookies", "always"]);
+            args.extend(["--syncookies", "always"]);
         }
+        Self::spawn(netns, &args, env)
+    }
+
+    /// Starts `synguard --config FILE EXTRA...`: interfaces, ports and mode come from the file
+    /// unless `extra` overrides them, so a reload can change them.
+    pub fn start_with_config(netns: &Netns, config: &Path, extra: &[&str]) -> Result<Self> {
+        let config = config.to_string_lossy();
+        let mut args = vec!["--config", &config];
+        args.extend(extra);
+        Self::spawn(netns, &args, &[])
+    }
+
+    fn spawn(netns: &Netns, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let binary = binary()?;
+        let mut cmd = netns.command(&binary.to_string_lossy());
+        cmd.args(args).envs(env.iter().copied());
         let mut process = Process::spawn("synguard", cmd)?;
         process.wait_for_line(READY_LINE, READY_TIMEOUT)?;
         Ok(Self { process })

@@ -4,6 +4,8 @@
 //! numbers are random per packet unless set), always under `timeout` and stopped with SIGINT
 //! so it prints its summary. hping3 has no IPv6, so IPv6 floods are crafted here: the same
 //! kind of segment from random sources in 2001:db8::/32, sent through an AF_PACKET socket.
+//! A single-source flood ([`Flood::single_source`]) comes from the client's own address
+//! instead (hping3 without `--rand-source`), with varying source ports.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
@@ -14,11 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow};
 use nix::sys::signal::Signal;
 
-use crate::craft::{L2, OptionStyle, Segment, TcpFrame, XorShift};
+use crate::craft::{OptionStyle, Segment, TcpFrame, XorShift};
 use crate::netns::join;
 use crate::packet::PacketSocket;
 use crate::process::Process;
-use crate::topology::Lab;
+use crate::topology::{Family, Lab};
 
 /// Extra time `timeout` grants hping3 after SIGINT before it kills it.
 const KILL_AFTER: &str = "5";
@@ -62,10 +64,33 @@ pub struct Flood {
 
 impl Flood {
     /// Floods `port` on the lab's server address of the family of `dst` for at most
-    /// `duration`: hping3 for IPv4, crafted frames for IPv6.
+    /// `duration` from random sources: hping3 for IPv4, crafted frames for IPv6.
     pub fn start(
         lab: &Lab,
         kind: FloodKind,
+        dst: IpAddr,
+        port: u16,
+        duration: Duration,
+    ) -> Result<Self> {
+        Self::launch(lab, kind, false, dst, port, duration)
+    }
+
+    /// [`Self::start`] from the first client's own address only: one source for synguard's
+    /// per-source accounting.
+    pub fn single_source(
+        lab: &Lab,
+        kind: FloodKind,
+        dst: IpAddr,
+        port: u16,
+        duration: Duration,
+    ) -> Result<Self> {
+        Self::launch(lab, kind, true, dst, port, duration)
+    }
+
+    fn launch(
+        lab: &Lab,
+        kind: FloodKind,
+        own_source: bool,
         dst: IpAddr,
         port: u16,
         duration: Duration,
@@ -84,14 +109,8 @@ impl Flood {
                     KILL_AFTER,
                     &format!("{:.3}", duration.as_secs_f64()),
                 ])
-                .args([
-                    "hping3",
-                    flag,
-                    "--flood",
-                    "--rand-source",
-                    "-p",
-                    &port.to_string(),
-                ])
+                .args(["hping3", flag, "--flood", "-p", &port.to_string()])
+                .args((!own_source).then_some("--rand-source"))
                 .arg(dst.to_string());
                 Generator::Hping3(Process::spawn("hping3", cmd)?)
             }
@@ -101,13 +120,25 @@ impl Flood {
                     lab.client_iface().name(),
                     Duration::from_millis(100),
                 )?;
-                let l2 = lab.client_to_server(None)?;
+                // Source address (unless random), source port, sequence number and segment are
+                // filled in per frame.
+                let template = TcpFrame {
+                    l2: lab.client_to_server(None)?,
+                    src: lab.client_ip(Family::V6),
+                    dst: dst.into(),
+                    sport: 0,
+                    dport: port,
+                    seq: 0,
+                    segment: Segment::Ack { ack: 0 },
+                };
                 let stop = Arc::new(AtomicBool::new(false));
                 let thread = {
                     let stop = Arc::clone(&stop);
                     std::thread::Builder::new()
                         .name("ipv6-flood".into())
-                        .spawn(move || crafted_flood(&socket, l2, kind, dst, port, duration, &stop))
+                        .spawn(move || {
+                            crafted_flood(&socket, template, kind, !own_source, duration, &stop)
+                        })
                         .context("spawning the IPv6 flood thread")?
                 };
                 Generator::Crafted { stop, thread }
@@ -184,12 +215,13 @@ pub fn parse_hping3_sent(output: &str) -> Option<u64> {
     })
 }
 
+/// Sends `template` with a random source port, sequence number and (for ACKs) acknowledgment
+/// number per frame, from random addresses in 2001:db8::/64 if `random_source`.
 fn crafted_flood(
     socket: &PacketSocket,
-    l2: L2,
+    template: TcpFrame,
     kind: FloodKind,
-    dst: Ipv6Addr,
-    port: u16,
+    random_source: bool,
     duration: Duration,
     stop: &AtomicBool,
 ) -> Result<u64> {
@@ -200,7 +232,6 @@ fn crafted_flood(
         // Check the clock every batch, not every frame.
         for _ in 0..256 {
             let host = rng.next_u64();
-            let src = Ipv6Addr::from((0x2001_0db8_u128 << 96) | u128::from(host));
             let segment = match kind {
                 FloodKind::Syn => Segment::Syn {
                     style: OptionStyle::MssOnly,
@@ -211,13 +242,15 @@ fn crafted_flood(
                 },
             };
             let frame = TcpFrame {
-                l2,
-                src: src.into(),
-                dst: dst.into(),
+                src: if random_source {
+                    Ipv6Addr::from((0x2001_0db8_u128 << 96) | u128::from(host)).into()
+                } else {
+                    template.src
+                },
                 sport: (host as u16) | 1024,
-                dport: port,
                 seq: rng.next_u32(),
                 segment,
+                ..template
             }
             .build()?;
             socket.send(&frame)?;

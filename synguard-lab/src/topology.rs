@@ -1,14 +1,15 @@
 //! The lab: a client namespace and a server namespace joined by one veth pair, IPv4 and IPv6,
-//! optionally an 802.1Q sub-interface on both ends.
+//! optionally an 802.1Q sub-interface on both ends, optionally a second client namespace on a
+//! veth pair and subnet of its own.
 //!
-//! All addresses exist only inside these two namespaces. Each namespace routes everything
-//! else to the other one, so the server can answer spoofed flood sources (without a route the
-//! kernel drops their SYNs early and never makes cookies); neither forwards, so such replies
-//! die in the client namespace.
+//! All addresses exist only inside these namespaces. Each client routes everything to the
+//! server; the server routes everything but its links to the first client, so it can answer
+//! spoofed flood sources (without a route the kernel drops their SYNs early and never makes
+//! cookies). No namespace forwards, so such replies die in the first client's namespace.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 
 use crate::craft::L2;
 use crate::netns::{Iface, Netns, VethPair, unique_id};
@@ -95,57 +96,143 @@ pub const VLAN_LINK: Subnet = Subnet {
     client_v6: Ipv6Addr::new(0xfd00, 0x201, 1, 0, 0, 0, 0, 2),
 };
 
-/// Client and server namespaces joined by a veth pair. Everything is removed on drop.
-pub struct Lab {
-    // Drop order: detach the client's program, then the link, then the namespaces.
+/// The second client's link ([`Lab::with_second_client`]): a subnet of its own, routed by
+/// the server namespace, so each client is a distinct source to synguard.
+pub const SECOND_LINK: Subnet = Subnet {
+    server_v4: Ipv4Addr::new(10, 201, 2, 1),
+    client_v4: Ipv4Addr::new(10, 201, 2, 2),
+    server_v6: Ipv6Addr::new(0xfd00, 0x201, 2, 0, 0, 0, 0, 1),
+    client_v6: Ipv6Addr::new(0xfd00, 0x201, 2, 0, 0, 0, 0, 2),
+};
+
+/// A client namespace joined to the server namespace by a veth pair of its own, with a
+/// default route to the server. Removed on drop.
+pub struct ClientLink {
+    // Drop order: detach the client's program, then the link, then the namespace.
     _peer_napi: PassProgram,
     veth: VethPair,
-    client: Netns,
+    netns: Netns,
+    subnet: Subnet,
+}
+
+impl ClientLink {
+    /// Namespace `{id}-{role}`, veth ends `{id}s{suffix}` (server) and `{id}c{suffix}`.
+    fn create(server: &Netns, id: &str, role: &str, suffix: &str, subnet: Subnet) -> Result<Self> {
+        let netns = Netns::create(&format!("{id}-{role}"))?;
+        let veth = VethPair::create(
+            server,
+            &format!("{id}s{suffix}"),
+            &netns,
+            &format!("{id}c{suffix}"),
+        )?;
+        subnet.configure(&veth.a, &veth.b)?;
+        for family in Family::ALL {
+            let via = subnet.server(family).to_string();
+            netns.ip(&[family_flag(family), "route", "add", "default", "via", &via])?;
+        }
+        let peer_napi = PassProgram::attach(&netns, veth.b.name())
+            .context("the client veth needs an XDP program so the server's XDP_TX reaches it")?;
+        Ok(Self {
+            _peer_napi: peer_napi,
+            veth,
+            netns,
+            subnet,
+        })
+    }
+
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// The client's veth end: where frames are crafted and captured.
+    pub fn iface(&self) -> &Iface {
+        &self.veth.b
+    }
+
+    /// The server's end of this client's veth: where synguard attaches.
+    pub fn server_iface(&self) -> &Iface {
+        &self.veth.a
+    }
+
+    pub fn ip(&self, family: Family) -> IpAddr {
+        self.subnet.client(family)
+    }
+
+    /// The server's address on this link.
+    pub fn server_ip(&self, family: Family) -> IpAddr {
+        self.subnet.server(family)
+    }
+
+    pub fn server_addr(&self, family: Family, port: u16) -> SocketAddr {
+        SocketAddr::new(self.server_ip(family), port)
+    }
+
+    /// Ethernet addressing of a frame crafted on the client's veth for the server.
+    pub fn to_server(&self, vlan: Option<u16>) -> Result<L2> {
+        Ok(L2 {
+            src_mac: self.iface().mac()?,
+            dst_mac: self.server_iface().mac()?,
+            vlan,
+        })
+    }
+}
+
+fn family_flag(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "-4",
+        Family::V6 => "-6",
+    }
+}
+
+/// Client and server namespaces joined by a veth pair, optionally a second client namespace
+/// with a veth pair of its own. Everything is removed on drop.
+pub struct Lab {
+    // Drop order: the clients (programs, links, namespaces), then the server namespace.
+    second: Option<ClientLink>,
+    first: ClientLink,
     server: Netns,
 }
 
 impl Lab {
     /// The plain lab: untagged link only.
     pub fn new() -> Result<Self> {
-        Self::build(None)
+        Self::build(None, false)
     }
 
     /// The lab plus an 802.1Q sub-interface with id `vid` on both ends ([`VLAN_LINK`]). Fails
     /// on kernels without 802.1Q support: see [`vlan_supported`].
     pub fn with_vlan(vid: u16) -> Result<Self> {
-        Self::build(Some(vid))
+        Self::build(Some(vid), false)
     }
 
-    fn build(vid: Option<u16>) -> Result<Self> {
+    /// The plain lab plus a second client namespace on its own veth pair and subnet
+    /// ([`SECOND_LINK`]); synguard must attach to both server ends
+    /// ([`ClientLink::server_iface`]: `--iface` twice).
+    pub fn with_second_client() -> Result<Self> {
+        Self::build(None, true)
+    }
+
+    fn build(vid: Option<u16>, second: bool) -> Result<Self> {
         let id = unique_id();
         let server = Netns::create(&format!("{id}-srv"))?;
-        let client = Netns::create(&format!("{id}-cli"))?;
-        let veth = VethPair::create(&server, &format!("{id}s"), &client, &format!("{id}c"))?;
-        LINK.configure(&veth.a, &veth.b)?;
+        let first = ClientLink::create(&server, &id, "cli", "", LINK)?;
         // The sub-interfaces go with the namespaces.
         if let Some(vid) = vid {
-            let server_vlan = add_vlan(&server, &veth.a, &format!("{id}sv"), vid)?;
-            let client_vlan = add_vlan(&client, &veth.b, &format!("{id}cv"), vid)?;
+            let server_vlan = add_vlan(&server, first.server_iface(), &format!("{id}sv"), vid)?;
+            let client_vlan = add_vlan(first.netns(), first.iface(), &format!("{id}cv"), vid)?;
             VLAN_LINK.configure(&server_vlan, &client_vlan)?;
         }
+        // Everything else (spoofed flood sources) goes back to the first client.
         for family in Family::ALL {
-            let flag = match family {
-                Family::V4 => "-4",
-                Family::V6 => "-6",
-            };
-            for (ns, via) in [
-                (&server, LINK.client(family)),
-                (&client, LINK.server(family)),
-            ] {
-                ns.ip(&[flag, "route", "add", "default", "via", &via.to_string()])?;
-            }
+            let via = LINK.client(family).to_string();
+            server.ip(&[family_flag(family), "route", "add", "default", "via", &via])?;
         }
-        let peer_napi = PassProgram::attach(&client, veth.b.name())
-            .context("the client veth needs an XDP program so the server's XDP_TX reaches it")?;
+        let second = second
+            .then(|| ClientLink::create(&server, &id, "cl2", "2", SECOND_LINK))
+            .transpose()?;
         Ok(Self {
-            _peer_napi: peer_napi,
-            veth,
-            client,
+            second,
+            first,
             server,
         })
     }
@@ -155,38 +242,46 @@ impl Lab {
     }
 
     pub fn client(&self) -> &Netns {
-        &self.client
+        self.first.netns()
     }
 
-    /// The server's veth end: where synguard attaches.
+    /// The first client's link.
+    pub fn first_client(&self) -> &ClientLink {
+        &self.first
+    }
+
+    /// The second client's link; an error unless built with [`Self::with_second_client`].
+    pub fn second_client(&self) -> Result<&ClientLink> {
+        self.second
+            .as_ref()
+            .ok_or_else(|| anyhow!("the lab has no second client (Lab::with_second_client)"))
+    }
+
+    /// The server's veth end of the first client: where synguard attaches.
     pub fn server_iface(&self) -> &Iface {
-        &self.veth.a
+        self.first.server_iface()
     }
 
-    /// The client's veth end: where frames are crafted and captured.
+    /// The first client's veth end: where frames are crafted and captured.
     pub fn client_iface(&self) -> &Iface {
-        &self.veth.b
+        self.first.iface()
     }
 
     pub fn server_ip(&self, family: Family) -> IpAddr {
-        LINK.server(family)
+        self.first.server_ip(family)
     }
 
     pub fn client_ip(&self, family: Family) -> IpAddr {
-        LINK.client(family)
+        self.first.ip(family)
     }
 
-    /// Ethernet addressing of a frame crafted on the client's veth for the server.
+    /// Ethernet addressing of a frame crafted on the first client's veth for the server.
     pub fn client_to_server(&self, vlan: Option<u16>) -> Result<L2> {
-        Ok(L2 {
-            src_mac: self.client_iface().mac()?,
-            dst_mac: self.server_iface().mac()?,
-            vlan,
-        })
+        self.first.to_server(vlan)
     }
 
     pub fn server_addr(&self, family: Family, port: u16) -> SocketAddr {
-        SocketAddr::new(self.server_ip(family), port)
+        self.first.server_addr(family, port)
     }
 }
 

@@ -4,36 +4,21 @@
 //! first keeps working.
 
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use nix::sys::signal::Signal;
 use synguard_common::Counter;
 use synguard_lab::bpffs::Bpffs;
 use synguard_lab::client::{self, ClientConfig};
-use synguard_lab::daemon::{Daemon, XdpMode, binary};
+use synguard_lab::daemon::{Daemon, XdpMode, run_once};
 use synguard_lab::harness::{self, Need, run_cases};
 use synguard_lab::kernel::{self, Counters, set_sysctl, sysctl, xdp_prog_id};
-use synguard_lab::netns::Netns;
-use synguard_lab::process::describe;
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Family, Lab};
 
 const PORT: u16 = 8080;
 const PAYLOAD: usize = 1024;
 const LOOSE: &str = "net.netfilter.nf_conntrack_tcp_loose";
-
-/// `synguard ARGS` in `netns`: exit success and combined output.
-fn synguard(netns: &Netns, args: &[&str]) -> Result<(bool, String)> {
-    let mut cmd: Command = netns.command(&binary()?.to_string_lossy());
-    cmd.args(args);
-    let output = cmd
-        .output()
-        .with_context(|| format!("running `{}`", describe(&cmd)))?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    Ok((output.status.success(), text))
-}
 
 fn connections_work(lab: &Lab, count: usize) -> Result<()> {
     let target = lab.server_addr(Family::V4, PORT);
@@ -89,7 +74,7 @@ fn kill_9_keeps_protection_and_detach_removes_it() {
         b.stop()?.ensure_success()?;
         ensure!(xdp_prog_id(iface)?.is_some(), "--on-exit keep detached XDP");
 
-        let (ok, out) = synguard(server, &["detach", "--iface", iface.name()])?;
+        let (ok, out) = run_once(server, &["detach", "--iface", iface.name()])?;
         ensure!(ok, "detach failed: {out}");
         ensure!(
             xdp_prog_id(iface)?.is_none(),
@@ -107,7 +92,7 @@ fn kill_9_keeps_protection_and_detach_removes_it() {
         let loose = sysctl(server, LOOSE)?;
         ensure!(loose == "1", "{LOOSE} is {loose} after detach, was 1");
 
-        let (ok, out) = synguard(server, &["detach", "--iface", iface.name()])?;
+        let (ok, out) = run_once(server, &["detach", "--iface", iface.name()])?;
         ensure!(
             !ok && out.contains("synguard is not attached"),
             "detach of a clean interface: success {ok}, output {out}"
@@ -127,7 +112,7 @@ fn second_instance_is_refused() {
         let _http = PayloadServer::start(server, PORT, PAYLOAD, Protocol::RequestFirst)?;
         let ports = PORT.to_string();
         let first = Daemon::start(server, iface.name(), &ports, XdpMode::Skb, &[])?;
-        let (ok, out) = synguard(
+        let (ok, out) = run_once(
             server,
             &[
                 "--iface",
@@ -142,7 +127,7 @@ fn second_instance_is_refused() {
             !ok && out.contains("already runs on interface"),
             "the second instance: success {ok}, output {out}"
         );
-        let (ok, out) = synguard(server, &["detach", "--iface", iface.name()])?;
+        let (ok, out) = run_once(server, &["detach", "--iface", iface.name()])?;
         ensure!(
             !ok && out.contains("already runs on interface"),
             "detach under a running daemon: success {ok}, output {out}"

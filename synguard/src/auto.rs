@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use netlink_packet_sock_diag::inet::StateFlags;
 use tracing::{info, warn};
 
 use crate::datapath::DatapathMaps;
@@ -43,7 +44,10 @@ const SAMPLES: usize = (WINDOW.as_millis() / TICK.as_millis()) as usize + 1;
 struct Window(VecDeque<u64>);
 
 impl Window {
-    /// Adds a sample; returns the growth over the window and over the last tick.
+    /// Adds a sample; returns the growth over the window and over the last tick, zero where
+    /// the value went down. The samples are running differences (SYNs minus completed
+    /// handshakes) that shrink when handshakes of earlier SYNs complete; read as unsigned, a
+    /// small drop would look like a huge growth and switch a port to cookies for nothing.
     fn push(&mut self, value: u64) -> (u64, u64) {
         let last = self.0.back().copied().unwrap_or(value);
         if self.0.len() == SAMPLES {
@@ -51,8 +55,13 @@ impl Window {
         }
         self.0.push_back(value);
         let first = self.0.front().copied().unwrap_or(value);
-        (value.wrapping_sub(first), value.wrapping_sub(last))
+        (growth(first, value), growth(last, value))
     }
+}
+
+/// `to - from` for wrapping counters, or 0 if the value went down.
+fn growth(from: u64, to: u64) -> u64 {
+    u64::try_from(to.wrapping_sub(from) as i64).unwrap_or(0)
 }
 
 #[derive(Debug, Default)]
@@ -115,7 +124,7 @@ impl AutoController {
         let now = Instant::now();
         let backlogs = maps.port_backlogs()?;
         let syn_recv = match &mut self.sock_diag {
-            Some(diag) => diag.syn_recv_per_port().unwrap_or_else(|e| {
+            Some(diag) => diag.per_port(StateFlags::SYN_RECV).unwrap_or_else(|e| {
                 warn!("auto: sock_diag dump failed: {e}");
                 BTreeMap::new()
             }),
@@ -128,7 +137,7 @@ impl AutoController {
             let state = self.ports.entry(port).or_default();
             let (estimate, grew) = state.kernel.push(backlog.kernel);
             let (cookie_halfopen, _) = state.absorbed.push(backlog.cookies);
-            let queued = syn_recv.get(&port).copied().unwrap_or(0);
+            let queued = syn_recv.get(&port).map_or(0, |s| s.syn_recv);
             if !state.cookies {
                 let pressure = pressure_rise > 0 && grew > 0;
                 if estimate > self.threshold || queued > self.threshold || pressure {
@@ -182,5 +191,9 @@ mod tests {
         let mut w = Window::default();
         w.push(u64::MAX - 1);
         assert_eq!(w.push(3), (5, 5));
+        // A running difference that shrinks is no growth.
+        let mut w = Window::default();
+        w.push(50);
+        assert_eq!(w.push(40), (0, 0));
     }
 }

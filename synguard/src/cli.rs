@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::config::{OnExit, Syncookies, bounds, parse_cidr};
+use crate::metrics::MetricsAddr;
 
 /// XDP SYN-flood guard: answers SYNs to the protected ports with SYN cookies in XDP and lets
 /// nftables synproxy open the real connection once the client's ACK proves the cookie.
@@ -143,6 +144,11 @@ pub struct Cli {
     /// /sys/fs/bpf/synguard, without pins (and a warning) if /sys/fs/bpf is no bpffs]
     #[arg(long, value_name = "DIR")]
     pub pin_dir: Option<PathBuf>,
+
+    /// Where to serve Prometheus metrics (`/metrics`): an address with a port, or `none`.
+    /// [default: 127.0.0.1:9787]
+    #[arg(long, value_name = "ADDR", value_parser = MetricsAddr::parse)]
+    pub metrics_addr: Option<MetricsAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +170,38 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         pin_dir: Option<PathBuf>,
     },
+    /// Counter totals, per-second rates, per-port modes and half-open estimates, read from
+    /// the pinned maps of a running (or `--on-exit keep`) synguard.
+    Stats {
+        #[command(flatten)]
+        target: ReadTarget,
+        /// One JSON object (schema in the README) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The sources with the most half-open connections and invalid ACKs, and the blocked
+    /// sources with the time their block has left.
+    Top {
+        #[command(flatten)]
+        target: ReadTarget,
+        /// How many sources to show in each list.
+        #[arg(short = 'n', value_name = "N", default_value_t = 20)]
+        count: usize,
+    },
+}
+
+/// Which pins `synguard stats` and `synguard top` read, and how often.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReadTarget {
+    /// Interface whose pins to read. [default: the only one with pins]
+    #[arg(long, value_name = "IF")]
+    pub iface: Option<String>,
+    /// BPF filesystem directory of the pins. [default: /sys/fs/bpf/synguard]
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+    /// Print again every SECS seconds until interrupted (rates over the last SECS).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub watch: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]

@@ -20,6 +20,7 @@ use synguard_common::{DatapathConfig, POLICY_V4, POLICY_V6, Policy, SyncookieMod
 use toml::Spanned;
 
 use crate::cli::{Cli, XdpMode, parse_port_range};
+use crate::metrics::MetricsAddr;
 use crate::ports::PortSet;
 
 /// Bounds shared by the flags (clap) and the file keys.
@@ -187,6 +188,8 @@ pub struct Settings {
     pub kernel: Option<KernelTuning>,
     pub policy: PolicyList,
     pub on_exit: OnExit,
+    /// Where `/metrics` listens.
+    pub metrics_addr: MetricsAddr,
 }
 
 impl Settings {
@@ -378,6 +381,12 @@ impl Settings {
                 .on_exit
                 .or(f.on_exit.as_ref().map(|v| *v.get_ref()))
                 .unwrap_or_default(),
+            metrics_addr: match (cli.metrics_addr, &f.metrics_addr) {
+                (Some(addr), _) => addr,
+                (None, Some(text)) => MetricsAddr::parse(text.get_ref())
+                    .map_err(|e| file.at(text.span(), "metrics_addr", &e))?,
+                (None, None) => MetricsAddr::DEFAULT,
+            },
         })
     }
 }
@@ -410,6 +419,7 @@ struct FileValues {
     allow_file: Option<Spanned<PathBuf>>,
     deny_file: Option<Spanned<PathBuf>>,
     on_exit: Option<Spanned<OnExit>>,
+    metrics_addr: Option<Spanned<String>>,
 }
 
 /// One `ports` item: a number or a `"LO-HI"` string.
@@ -652,6 +662,7 @@ source_prefix6 = 48
 allow = ["10.1.2.0/24", "2001:db8::1"]
 deny = ["10.0.0.0/8"]
 on_exit = "keep"
+metrics_addr = "[::1]:9100"
 "#;
 
     #[test]
@@ -690,6 +701,7 @@ on_exit = "keep"
             })
         );
         assert_eq!(s.on_exit, OnExit::Keep);
+        assert_eq!(s.metrics_addr.to_string(), "[::1]:9100");
         let entries: Vec<_> = s
             .policy
             .entries()
@@ -744,6 +756,7 @@ on_exit = "keep"
         assert_eq!(s.max_syn_backlog, defaults::MAX_SYN_BACKLOG);
         assert_eq!(s.kernel, None);
         assert_eq!(s.on_exit, OnExit::Remove);
+        assert_eq!(s.metrics_addr, MetricsAddr::DEFAULT);
     }
 
     #[test]
@@ -764,6 +777,10 @@ on_exit = "keep"
             (
                 "iface = [\"a\"]\nports = [80, \"90-80\"]\n",
                 ":2: key `ports`: port range 90-80 is reversed",
+            ),
+            (
+                "iface = [\"a\"]\nports = [80]\nmetrics_addr = \"localhost\"\n",
+                ":3: key `metrics_addr`: `localhost` is neither",
             ),
             (
                 "iface = [\"a\"]\nports = [80]\nsyncookies = \"sometimes\"\n",

@@ -87,6 +87,7 @@ impl Control {
             ("iface", new.ifaces != old.ifaces),
             ("xdp_mode", new.xdp_mode != old.xdp_mode),
             ("stats_interval", new.stats_interval != old.stats_interval),
+            ("metrics_addr", new.metrics_addr != old.metrics_addr),
         ] {
             if changed {
                 warn!("reload: a change of `{key}` needs a restart; keeping the current value");
@@ -95,6 +96,7 @@ impl Control {
         new.ifaces.clone_from(&old.ifaces);
         new.xdp_mode = old.xdp_mode;
         new.stats_interval = old.stats_interval;
+        new.metrics_addr = old.metrics_addr;
         for (v6, capacity) in [
             (false, self.policy_capacity.0),
             (true, self.policy_capacity.1),

@@ -37,6 +37,11 @@ impl CounterTotals {
         )
     }
 
+    #[cfg(test)]
+    pub(crate) fn set(&mut self, counter: Counter, value: u64) {
+        self.0[counter as usize] = value;
+    }
+
     /// The totals in [`Counter::ALL`] order.
     pub fn values(&self) -> &[u64] {
         &self.0
@@ -48,6 +53,35 @@ impl Index<Counter> for CounterTotals {
 
     fn index(&self, counter: Counter) -> &u64 {
         &self.0[counter as usize]
+    }
+}
+
+/// What the datapath did with the packets of an outcome counter: `pass` (to the kernel),
+/// `tx` (answered from XDP), `drop` or `aborted`. `None` for the counters that are not
+/// outcomes: `packets` (every packet) and the ones counted in addition to an outcome.
+pub const fn verdict(counter: Counter) -> Option<&'static str> {
+    match counter {
+        Counter::Packets | Counter::MalformedTcpOptions | Counter::SourceBlocks => None,
+        Counter::SynCookieSent => Some("tx"),
+        Counter::AckCookieInvalid | Counter::DropDenylisted | Counter::DropSourceBlocked => {
+            Some("drop")
+        }
+        Counter::Aborted => Some("aborted"),
+        Counter::PassNonIp
+        | Counter::PassNonTcp
+        | Counter::PassFragment
+        | Counter::PassUnprotectedPort
+        | Counter::PassOtherFlags
+        | Counter::SynToKernel
+        | Counter::SynKnownSocket
+        | Counter::AckEstablished
+        | Counter::AckCookieValid
+        | Counter::AckInvalidPassed
+        | Counter::MalformedL2
+        | Counter::MalformedIpv4
+        | Counter::MalformedIpv6
+        | Counter::MalformedTcp
+        | Counter::PassAllowlisted => Some("pass"),
     }
 }
 
@@ -66,5 +100,20 @@ mod tests {
         assert_eq!(delta[Counter::Packets], 2);
         assert_eq!(delta[Counter::Aborted], 3);
         assert_eq!(delta.values().iter().sum::<u64>(), 5);
+    }
+
+    #[test]
+    fn verdicts_follow_the_counter_names() {
+        for &counter in Counter::ALL {
+            let name = counter.name();
+            if name.starts_with("pass_") {
+                assert_eq!(verdict(counter), Some("pass"), "{name}");
+            }
+            if name.starts_with("drop_") {
+                assert_eq!(verdict(counter), Some("drop"), "{name}");
+            }
+        }
+        assert_eq!(verdict(Counter::AckCookieInvalid), Some("drop"));
+        assert_eq!(verdict(Counter::Packets), None);
     }
 }

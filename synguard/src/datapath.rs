@@ -17,6 +17,7 @@ use synguard_common::{
 use crate::config::{PolicyList, Settings, Syncookies};
 use crate::loader::{LoaderError, check_len, map_error, typed_map};
 use crate::ports::PortSet;
+use crate::snapshot::sum_port_load;
 
 /// Running totals of one port's half-open connections, as the datapath counts them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,18 +126,11 @@ impl DatapathMaps {
         let mut loads = BTreeMap::new();
         for entry in self.port_load.iter() {
             let (port, per_cpu) = entry.map_err(|e| map_error(MAP_PORT_LOAD, e))?;
-            let backlog = per_cpu
-                .iter()
-                .fold(PortBacklog::default(), |sum, load| PortBacklog {
-                    kernel: sum
-                        .kernel
-                        .wrapping_add(load.syns_to_kernel)
-                        .wrapping_sub(load.handshakes_completed),
-                    cookies: sum
-                        .cookies
-                        .wrapping_add(load.cookies_sent)
-                        .wrapping_sub(load.cookies_validated),
-                });
+            let load = sum_port_load(per_cpu.iter());
+            let backlog = PortBacklog {
+                kernel: load.syns_to_kernel.wrapping_sub(load.handshakes_completed),
+                cookies: load.cookies_sent.wrapping_sub(load.cookies_validated),
+            };
             loads.insert(port, backlog);
         }
         Ok(loads)

@@ -1,8 +1,9 @@
-//! The kernel's own view of its SYN queues, for the auto controller's cross-check: request
-//! sockets (SYN_RECV) per listening port through NETLINK_SOCK_DIAG, and the listen-queue
-//! drop counters of `/proc/net/netstat`.
+//! The kernel's own view of its handshakes, for the auto controller's cross-check and the
+//! metrics: request sockets (SYN_RECV) and TIME_WAIT sockets per local port through
+//! NETLINK_SOCK_DIAG, the TcpExt counters of `/proc/net/netstat` and the SYNPROXY counters of
+//! `/proc/net/stat/synproxy`.
 //!
-//! Both are per network namespace: the daemon's own (it runs where it attaches).
+//! All are per network namespace: the daemon's own (it runs where it attaches).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,7 +14,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::{
     SockDiagMessage,
-    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP, TCP_SYN_RECV, TCP_TIME_WAIT},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
@@ -23,7 +24,26 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 /// with its own cookies (those are not drops when `tcp_syncookies` is 1).
 pub const PRESSURE_COUNTERS: [&str; 3] = ["ListenOverflows", "ListenDrops", "TCPReqQFullDoCookies"];
 
-/// A NETLINK_SOCK_DIAG socket for SYN_RECV dumps.
+/// The TcpExt counters the metrics export: the kernel's own SYN cookies and listen-queue
+/// overflows and drops.
+pub const TCPEXT_EXPORTED: [&str; 6] = [
+    "SyncookiesSent",
+    "SyncookiesRecv",
+    "SyncookiesFailed",
+    "ListenOverflows",
+    "ListenDrops",
+    "TCPReqQFullDoCookies",
+];
+
+/// Sockets of one local port by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortSockets {
+    /// Request sockets: handshakes the kernel answered and waits to complete.
+    pub syn_recv: u64,
+    pub time_wait: u64,
+}
+
+/// A NETLINK_SOCK_DIAG socket for socket dumps.
 pub struct SockDiag {
     socket: Socket,
     buf: Vec<u8>,
@@ -40,14 +60,14 @@ impl SockDiag {
         })
     }
 
-    /// Request sockets (SYN_RECV, IPv4 and IPv6) per local port.
-    pub fn syn_recv_per_port(&mut self) -> io::Result<BTreeMap<u16, u64>> {
+    /// Sockets (IPv4 and IPv6) in `states` (SYN_RECV, TIME_WAIT) per local port.
+    pub fn per_port(&mut self, states: StateFlags) -> io::Result<BTreeMap<u16, PortSockets>> {
         let mut counts = BTreeMap::new();
         for (family, socket_id) in [
             (AF_INET, SocketId::new_v4()),
             (AF_INET6, SocketId::new_v6()),
         ] {
-            self.dump(family, socket_id, &mut counts)?;
+            self.dump(family, socket_id, states.clone(), &mut counts)?;
         }
         Ok(counts)
     }
@@ -56,7 +76,8 @@ impl SockDiag {
         &mut self,
         family: u8,
         socket_id: SocketId,
-        counts: &mut BTreeMap<u16, u64>,
+        states: StateFlags,
+        counts: &mut BTreeMap<u16, PortSockets>,
     ) -> io::Result<()> {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -66,7 +87,7 @@ impl SockDiag {
                 family,
                 protocol: IPPROTO_TCP,
                 extensions: ExtensionFlags::empty(),
-                states: StateFlags::SYN_RECV,
+                states,
                 socket_id,
             })
             .into(),
@@ -85,9 +106,14 @@ impl SockDiag {
                 let length = message.header.length as usize;
                 match message.payload {
                     NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                        *counts
+                        let port = counts
                             .entry(response.header.socket_id.source_port)
-                            .or_default() += 1;
+                            .or_default();
+                        match response.header.state {
+                            TCP_SYN_RECV => port.syn_recv += 1,
+                            TCP_TIME_WAIT => port.time_wait += 1,
+                            _ => {}
+                        }
                     }
                     NetlinkPayload::Done(_) => return Ok(()),
                     NetlinkPayload::Error(e) => {
@@ -106,24 +132,65 @@ impl SockDiag {
 
 /// The sum of [`PRESSURE_COUNTERS`] (only its growth means something).
 pub fn listen_pressure() -> io::Result<u64> {
-    Ok(parse_pressure(&fs::read_to_string("/proc/net/netstat")?))
+    let tcpext = tcpext()?;
+    Ok(PRESSURE_COUNTERS
+        .iter()
+        .filter_map(|name| tcpext.get(*name))
+        .sum())
 }
 
-fn parse_pressure(netstat: &str) -> u64 {
+/// The TcpExt counters of `/proc/net/netstat` by name (`SyncookiesSent`, `ListenDrops`, ...).
+pub fn tcpext() -> io::Result<BTreeMap<String, u64>> {
+    Ok(parse_tcpext(&fs::read_to_string("/proc/net/netstat")?))
+}
+
+fn parse_tcpext(netstat: &str) -> BTreeMap<String, u64> {
     let lines: Vec<&str> = netstat.lines().collect();
-    let mut sum = 0;
+    let mut counters = BTreeMap::new();
     for pair in lines.chunks(2) {
         let [names, values] = pair else { break };
         if !names.starts_with("TcpExt:") {
             continue;
         }
-        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
-            if PRESSURE_COUNTERS.contains(&name) {
-                sum += value.parse::<u64>().unwrap_or(0);
+        for (name, value) in names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .skip(1)
+        {
+            if let Ok(value) = value.parse() {
+                counters.insert(name.to_owned(), value);
             }
         }
     }
-    sum
+    counters
+}
+
+/// `/proc/net/stat/synproxy` summed over CPUs, by column (`syn_received`, `cookie_invalid`,
+/// `cookie_valid`, `cookie_retrans`, `conn_reopened`); the unused `entries` column is left
+/// out. Fails when the kernel has no SYNPROXY (module not loaded).
+pub fn synproxy() -> io::Result<BTreeMap<String, u64>> {
+    parse_synproxy(&fs::read_to_string("/proc/net/stat/synproxy")?)
+}
+
+fn parse_synproxy(text: &str) -> io::Result<BTreeMap<String, u64>> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let mut sums = BTreeMap::new();
+    for line in lines {
+        for (name, value) in header.iter().zip(line.split_whitespace()) {
+            let value = u64::from_str_radix(value, 16).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{name} `{value}`: {e}"))
+            })?;
+            let sum: &mut u64 = sums.entry((*name).to_owned()).or_default();
+            *sum = sum.wrapping_add(value);
+        }
+    }
+    sums.remove("entries");
+    Ok(sums)
 }
 
 #[cfg(test)]
@@ -131,10 +198,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pressure_sums_the_tcpext_listen_counters() {
+    fn tcpext_counters_by_name() {
         let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPReqQFullDoCookies\n\
                     TcpExt: 9 2 3 4\n\
                     IpExt: ListenDrops\nIpExt: 100\n";
-        assert_eq!(parse_pressure(text), 9);
+        let counters = parse_tcpext(text);
+        assert_eq!(counters["SyncookiesSent"], 9);
+        assert_eq!(counters["ListenDrops"], 3);
+        assert_eq!(counters.len(), 4);
+    }
+
+    #[test]
+    fn synproxy_columns_sum_over_cpus() {
+        let text = "entries\t\tsyn_received\t cookie_invalid\t cookie_valid\t cookie_retrans\t conn_reopened\n\
+                    00000000\t0000000a\t00000000\t00000001\t00000000\t00000000\n\
+                    00000000\t00000005\t00000000\t000000ff\t00000000\t00000000\n";
+        let sums = parse_synproxy(text).unwrap();
+        assert_eq!(sums["syn_received"], 15);
+        assert_eq!(sums["cookie_valid"], 256);
+        assert!(!sums.contains_key("entries"));
+        assert!(parse_synproxy("a\nzz\n").is_err());
     }
 }

@@ -228,9 +228,15 @@ impl Datapath {
         &self.counters
     }
 
-    /// The counters (read-only) and the maps the daemon writes, borrowed together.
-    pub fn counters_and_maps(&mut self) -> (&PerCpuArray<MapData, u64>, &mut DatapathMaps) {
-        (&self.counters, &mut self.maps)
+    /// The maps the daemon writes.
+    pub fn maps_mut(&mut self) -> &mut DatapathMaps {
+        &mut self.maps
+    }
+
+    /// The kernel's id of the loaded program, for read-only views of its maps
+    /// ([`MapReader::of_program`](crate::snapshot::MapReader::of_program)).
+    pub fn program_id(&self) -> Result<u32, LoaderError> {
+        Ok(self.program()?.info().map_err(LoaderError::Load)?.id())
     }
 
     /// The loaded program, e.g. for `BPF_PROG_TEST_RUN` (`aya::programs::TestRun`) without

@@ -20,7 +20,10 @@ use synguard::control::Control;
 use synguard::datapath::DatapathState;
 use synguard::lifecycle::Lifecycle;
 use synguard::loader::{self, Datapath, LoaderError};
+use synguard::metrics::{self, Exporter, MetricsAddr};
 use synguard::notify;
+use synguard::report;
+use synguard::snapshot::MapReader;
 use synguard::stats::Stats;
 use synguard::tuning::tune_kernel;
 
@@ -92,8 +95,13 @@ fn usage_error_line(error: &clap::Error) -> String {
 /// Start-up in dependency order, the run, and an orderly shutdown. Each step's guard undoes
 /// it on drop, so a failure half way (or a panic) leaves nothing behind.
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::Detach { iface, pin_dir }) = &cli.command {
-        return synguard::detach::detach(iface, pin_dir.as_deref());
+    match &cli.command {
+        Some(Command::Detach { iface, pin_dir }) => {
+            return synguard::detach::detach(iface, pin_dir.as_deref());
+        }
+        Some(Command::Stats { target, json }) => return report::stats(target, *json).await,
+        Some(Command::Top { target, count }) => return report::top(target, *count).await,
+        _ => {}
     }
     // Registered first so a signal during start-up leads to a clean shutdown, not a kill
     // that would leave the nftables table and sysctls behind.
@@ -109,6 +117,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let xdp_mode = settings.xdp_mode;
     // Locks the interfaces and finds what an earlier synguard left to adopt.
     let mut lifecycle = Lifecycle::begin(&ifaces, xdp_mode, cli.pin_dir.as_deref())?;
+    // Before the datapath is touched (after the locks, so a second synguard on the interface
+    // fails on its lock): a taken port fails the start-up cleanly.
+    let metrics_listener = match settings.metrics_addr {
+        MetricsAddr::Listen(addr) => Some(metrics::bind(addr).await.with_context(|| {
+            format!("listening for metrics on {addr} (--metrics-addr ADDR, or none)")
+        })?),
+        MetricsAddr::None => None,
+    };
 
     let mut datapath =
         Datapath::load_pinned(&DatapathState::of(&settings), &lifecycle.map_pins()?)?;
@@ -128,6 +144,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     lifecycle.record(&sysctls)?;
 
     let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
+    let program = datapath.program_id()?;
+    if let Some(listener) = metrics_listener {
+        info!("metrics at http://{}/metrics", listener.local_addr()?);
+        metrics::spawn(listener, Exporter::new(program, &names)?);
+    }
     info!(
         "synguard ready: XDP on {} ({xdp_mode} mode), protecting TCP ports {ports}, syncookies {}",
         names.join(","),
@@ -137,8 +158,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let period = Duration::from_secs(settings.stats_interval);
     let on_exit = settings.on_exit;
     let mut control = Control::new(cli, settings);
-    let (counters, maps) = datapath.counters_and_maps();
-    let mut stats = Stats::new(counters);
+    let maps = datapath.maps_mut();
+    let mut stats = Stats::new(MapReader::of_program(program)?);
     notify::ready(&stats.status(control.settings().syncookies));
     let mut ticks = interval_at(Instant::now() + period, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -1,13 +1,17 @@
-//! Periodic log lines from the datapath's per-CPU counters (no per-packet logging).
+//! Periodic log lines from the datapath's per-CPU counters, and a summary of the sources
+//! blocked since the last line (no per-packet or per-source logging).
 
 use std::fmt::{self, Write as _};
 use std::time::Instant;
 
-use aya::maps::{MapData, PerCpuArray};
 use synguard_common::Counter;
 use tracing::{info, warn};
 
 use crate::counters::CounterTotals;
+use crate::snapshot::{MapReader, ReadError, monotonic_ns};
+
+/// How many blocked sources a block summary names.
+const BLOCK_SUMMARY_TOP: usize = 5;
 
 /// The counters in the `systemctl status` line.
 const STATUS_COUNTERS: [Counter; 6] = [
@@ -19,19 +23,19 @@ const STATUS_COUNTERS: [Counter; 6] = [
     Counter::DropSourceBlocked,
 ];
 
-pub struct Stats<'a> {
-    map: &'a PerCpuArray<MapData, u64>,
+pub struct Stats {
+    reader: MapReader,
     last: CounterTotals,
     last_at: Instant,
 }
 
-impl<'a> Stats<'a> {
+impl Stats {
     /// Rates start from the counters' current values: adopted (pinned) counters continue
     /// from an earlier run, whose totals are included in [`Self::log_totals`].
-    pub fn new(map: &'a PerCpuArray<MapData, u64>) -> Self {
+    pub fn new(reader: MapReader) -> Self {
         Self {
-            map,
-            last: CounterTotals::read(map).unwrap_or_else(|_| CounterTotals::zero()),
+            last: reader.counters().unwrap_or_else(|_| CounterTotals::zero()),
+            reader,
             last_at: Instant::now(),
         }
     }
@@ -46,12 +50,13 @@ impl<'a> Stats<'a> {
         format!("syncookies {mode}; {}", totals.join(" "))
     }
 
-    /// Logs one line with the per-second rate of each counter that moved since the last call.
+    /// Logs one line with the per-second rate of each counter that moved since the last call,
+    /// and one summarising the sources blocked since then, if any.
     pub fn log_rates(&mut self) {
-        let now = match CounterTotals::read(self.map) {
+        let now = match self.reader.counters() {
             Ok(values) => values,
             Err(e) => {
-                warn!("stats: reading {}: {e}", synguard_common::MAP_COUNTERS);
+                warn!("stats: {e}");
                 return;
             }
         };
@@ -62,8 +67,50 @@ impl<'a> Stats<'a> {
             format_rate(delta as f64 / seconds)
         });
         info!("stats: {}", line.as_deref().unwrap_or("no packets"));
+        let blocks = deltas[Counter::SourceBlocks];
+        if blocks > 0
+            && let Err(e) = self.log_blocks(blocks, seconds)
+        {
+            warn!("stats: {e}");
+        }
         self.last = now;
         self.last_at = at;
+    }
+
+    /// `N sources blocked in the last Ss (M blocked now): top A/32 (...), ...`, the blocked
+    /// sources with the most half-open connections and invalid ACKs first.
+    fn log_blocks(&self, blocks: u64, seconds: f64) -> Result<(), ReadError> {
+        let config = self.reader.config()?;
+        let now_ns = monotonic_ns();
+        let mut blocked: Vec<_> = self
+            .reader
+            .sources()?
+            .into_iter()
+            .filter_map(|s| Some((s.blocked_for(now_ns)?, s)))
+            .collect();
+        blocked.sort_by_key(|(_, s)| {
+            std::cmp::Reverse(u64::from(s.state.half_open) + u64::from(s.state.invalid_acks))
+        });
+        let top: Vec<String> = blocked
+            .iter()
+            .take(BLOCK_SUMMARY_TOP)
+            .map(|(left, s)| {
+                format!(
+                    "{} (half-open {}, invalid ACKs {}, {:.0}s left)",
+                    s.prefix(&config),
+                    s.state.half_open,
+                    s.state.invalid_acks,
+                    left.as_secs_f64()
+                )
+            })
+            .collect();
+        info!(
+            "blocks: {blocks} source block(s) in the last {seconds:.0}s, {} source(s) blocked now{}{}",
+            blocked.len(),
+            if top.is_empty() { "" } else { "; top: " },
+            top.join(", ")
+        );
+        Ok(())
     }
 
     /// Logs one line with the totals since start, as of the last [`Self::log_rates`].

@@ -1,5 +1,6 @@
 //! `cargo xtask setup | build | test | lab | install`: the project's own tasks.
 
+mod bench;
 mod install;
 mod lab;
 mod setup;
@@ -33,6 +34,22 @@ enum Task {
     /// Build the release daemon and install it with its systemd unit and default config
     /// (/usr/local/bin, /etc/systemd/system, /etc/synguard: an existing config is kept).
     Install,
+    /// The flood generators side by side (floodgen's three transmit paths, hping3, trafgen).
+    Flood {
+        /// How long each generator runs.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
+    /// Datapath microbench, then the flood generators side by side:
+    /// target/bench/results.{md,json}.
+    Bench {
+        /// Seconds each flood generator runs.
+        #[arg(long, default_value_t = 4)]
+        seconds: u64,
+        /// Only the BPF_PROG_TEST_RUN microbench.
+        #[arg(long)]
+        micro_only: bool,
+    },
     /// The demo: a SYN flood against a protected server in a namespace lab.
     Lab {
         /// How long to flood.
@@ -117,6 +134,11 @@ fn main() -> ExitCode {
         Task::Build => build(),
         Task::Test { args } => test(&args),
         Task::Install => install::install(),
+        Task::Flood { seconds } => bench::flood(seconds),
+        Task::Bench {
+            seconds,
+            micro_only,
+        } => bench::bench(seconds, micro_only),
         Task::Lab { seconds, xdp_mode } => (if release_binary().is_file() {
             Ok(())
         } else {

@@ -9,13 +9,15 @@ use anyhow::{Context as _, Result, bail};
 use crate::run;
 
 /// Debian packages: LLVM 22 for bpf-linker, and the lab's tools.
-const APT_PACKAGES: [&str; 14] = [
+const APT_PACKAGES: [&str; 16] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "zlib1g-dev",
     "libzstd-dev",
     "nftables",
     "hping3",
+    // trafgen: the bench compares its flood generator with it.
+    "netsniff-ng",
     "iproute2",
     "ethtool",
     "tcpdump",
@@ -25,6 +27,8 @@ const APT_PACKAGES: [&str; 14] = [
     "kmod",
     // systemd-analyze: the unit file test.
     "systemd",
+    // promtool: the metrics test checks the exposition with `promtool check metrics`.
+    "prometheus",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

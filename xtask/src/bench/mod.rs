@@ -1,0 +1,184 @@
+//! `cargo xtask flood` (the generators side by side) and `cargo xtask bench` (datapath
+//! microbench + end-to-end scenarios), with their outputs: a markdown table,
+//! `target/bench/results.json` (a flat list of `{"name", "value", "unit"}`) and an SVG plot.
+
+pub mod generators;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+use synguard_lab::harness::{self, Need};
+
+/// One figure of the results.
+#[derive(Clone, Debug)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub unit: &'static str,
+}
+
+impl Metric {
+    pub fn new(name: impl Into<String>, value: f64, unit: &'static str) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            unit,
+        }
+    }
+}
+
+/// The lab's turn on the machine, or why there is none.
+fn lab_turn(what: &str, needs: &[Need]) -> Result<harness::LabTurn> {
+    match harness::start(what, needs) {
+        Some(turn) => Ok(turn),
+        None => bail!("{what} cannot run here (see the SKIP line above)"),
+    }
+}
+
+/// `cargo xtask flood`.
+pub fn flood(seconds: u64) -> Result<()> {
+    let _turn = lab_turn(
+        "xtask flood",
+        &[
+            Need::Tool("hping3"),
+            Need::Tool("trafgen"),
+            Need::Tool("taskset"),
+        ],
+    )?;
+    let results = generators::compare(seconds.clamp(1, 60))?;
+    generators::report(&results);
+    println!("\n{}", generators::table(&results));
+    Ok(())
+}
+
+/// The release build of the microbench example (`synguard/examples/microbench.rs`).
+fn microbench() -> Result<Vec<Metric>> {
+    crate::run(crate::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "synguard",
+        "--example",
+        "microbench",
+    ]))?;
+    let binary = crate::release_binary()
+        .with_file_name("examples")
+        .join("microbench");
+    let out = Command::new(&binary)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", binary.display()))?;
+    if !out.status.success() {
+        bail!("{} failed ({})", binary.display(), out.status);
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("microbench printed `{line}`"))?;
+            let unit = match v["unit"].as_str() {
+                Some("ns") => "ns",
+                Some("ratio") => "ratio",
+                Some("bytes") => "bytes",
+                _ => "instructions",
+            };
+            Ok(Metric::new(
+                v["name"].as_str().unwrap_or("?"),
+                v["value"].as_f64().unwrap_or(f64::NAN),
+                unit,
+            ))
+        })
+        .collect()
+}
+
+fn value(metrics: &[Metric], name: &str) -> Option<f64> {
+    metrics.iter().find(|m| m.name == name).map(|m| m.value)
+}
+
+/// The microbench as a markdown table: ns per packet and the ratios to both floors.
+fn micro_table(metrics: &[Metric]) -> String {
+    let mut md = String::from(
+        "| case (BPF_PROG_TEST_RUN, separate calls) | ns/packet (median) | × drop floor | × reflect floor |\n| --- | ---: | ---: | ---: |\n",
+    );
+    let drop = value(metrics, "micro.floor_drop.ns_per_packet").unwrap_or(f64::NAN);
+    let reflect = value(metrics, "micro.floor_reflect.ns_per_packet").unwrap_or(f64::NAN);
+    for case in [
+        "floor_drop",
+        "floor_reflect",
+        "syn_synack",
+        "vlan_syn_synack",
+        "ipv6_syn_synack",
+        "valid_ack",
+        "invalid_ack",
+        "established_pass",
+        "non_tcp_pass",
+    ] {
+        if let Some(ns) = value(metrics, &format!("micro.{case}.ns_per_packet")) {
+            md.push_str(&format!(
+                "| {case} | {ns:.0} | {:.2} | {:.2} |\n",
+                ns / drop,
+                ns / reflect
+            ));
+        }
+    }
+    if let Some(n) = value(metrics, "micro.synguard.verified_insns") {
+        md.push_str(&format!(
+            "\nsynguard's program: {n:.0} instructions processed by the verifier"
+        ));
+        if let Some(b) = value(metrics, "micro.synguard.xlated_bytes") {
+            md.push_str(&format!(", {b:.0} bytes translated"));
+        }
+        md.push_str(".\n");
+    }
+    md
+}
+
+/// Writes `target/bench/results.{json,md}`.
+fn write_results(metrics: &[Metric], markdown: &str) -> Result<PathBuf> {
+    let dir = crate::release_binary()
+        .parent()
+        .and_then(|p| p.parent())
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+        .join("bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json: Vec<serde_json::Value> = metrics
+        .iter()
+        .map(|m| serde_json::json!({"name": m.name, "value": m.value, "unit": m.unit}))
+        .collect();
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
+    std::fs::write(dir.join("results.md"), markdown)?;
+    Ok(dir)
+}
+
+/// `cargo xtask bench`: the datapath microbench, then (unless `micro_only`) the flood
+/// generators side by side for `seconds` each; one lab turn for all of it.
+pub fn bench(seconds: u64, micro_only: bool) -> Result<()> {
+    let needs: &[Need] = if micro_only {
+        &[]
+    } else {
+        &[
+            Need::Tool("hping3"),
+            Need::Tool("trafgen"),
+            Need::Tool("taskset"),
+        ]
+    };
+    let _turn = lab_turn("xtask bench", needs)?;
+    let mut metrics = microbench()?;
+    let mut markdown = format!("## Datapath microbench\n\n{}", micro_table(&metrics));
+    if !micro_only {
+        let results = generators::compare(seconds.clamp(1, 60))?;
+        let gen_metrics = generators::report(&results);
+        markdown.push_str("\n## Flood generators (one core into a veth)\n\n");
+        markdown.push_str(&generators::table(&results));
+        metrics.extend(gen_metrics);
+    }
+    println!("\n{markdown}");
+    let dir = write_results(&metrics, &markdown)?;
+    println!("written: {0}/results.md, {0}/results.json", dir.display());
+    Ok(())
+}
