@@ -67,6 +67,18 @@ pub fn binary() -> Result<PathBuf> {
         })
 }
 
+/// Where the daemon keeps its per-interface lock and state files (`synguard::state::RUN_DIR`).
+const DAEMON_RUN_DIR: &str = "/run/synguard";
+
+/// Removes the daemon's lock and state files of `iface`, an interface the lab made and is about
+/// to delete (the daemon keeps its lock file on purpose: deleting a lock file someone may still
+/// open is a race for the daemon, not for a lab whose daemons are gone).
+pub fn remove_run_files(iface: &str) {
+    for ext in ["lock", "json"] {
+        let _ = std::fs::remove_file(format!("{DAEMON_RUN_DIR}/{iface}.{ext}"));
+    }
+}
+
 /// Runs `synguard ARGS` (a subcommand such as `check-config` or `detach`, or a daemon start
 /// that is expected to fail) in `netns` to completion: whether it exited 0, and its stdout
 /// and stderr.

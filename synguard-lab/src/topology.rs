@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use anyhow::{Context as _, Result, anyhow};
 
 use crate::craft::L2;
+use crate::daemon;
 use crate::netns::{Iface, Netns, VethPair, unique_id};
 use crate::peer_xdp::PassProgram;
 
@@ -113,6 +114,12 @@ pub struct ClientLink {
     veth: VethPair,
     netns: Netns,
     subnet: Subnet,
+}
+
+impl Drop for ClientLink {
+    fn drop(&mut self) {
+        daemon::remove_run_files(self.veth.a.name());
+    }
 }
 
 impl ClientLink {

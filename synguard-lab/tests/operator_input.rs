@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, ensure};
 use synguard_lab::bpffs::Bpffs;
-use synguard_lab::daemon::{binary, run_once};
+use synguard_lab::daemon::{binary, remove_run_files, run_once};
 use synguard_lab::harness::{self, Need};
 use synguard_lab::kernel;
 use synguard_lab::netns::{Iface, Netns, unique_id};
@@ -21,6 +21,14 @@ use synguard_lab::netns::{Iface, Netns, unique_id};
 struct Host {
     netns: Netns,
     iface: Iface,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for iface in [self.iface.name(), "lo"] {
+            remove_run_files(iface);
+        }
+    }
 }
 
 impl Host {
