@@ -72,11 +72,37 @@ const DAEMON_RUN_DIR: &str = "/run/synguard";
 
 /// Removes the daemon's lock and state files of `iface`, an interface the lab made and is about
 /// to delete (the daemon keeps its lock file on purpose: deleting a lock file someone may still
-/// open is a race for the daemon, not for a lab whose daemons are gone).
+/// open is a race for the daemon, not for a lab whose daemons are gone). The files are named
+/// `<netns-inode>-<iface>.{lock,json}`; those of every namespace go, and the older
+/// `<iface>.{lock,json}` too.
 pub fn remove_run_files(iface: &str) {
-    for ext in ["lock", "json"] {
-        let _ = std::fs::remove_file(format!("{DAEMON_RUN_DIR}/{iface}.{ext}"));
+    for path in run_files(iface) {
+        let _ = std::fs::remove_file(path);
     }
+}
+
+/// The daemon's lock and state files of interfaces named `iface`, in any network namespace.
+pub fn run_files(iface: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(DAEMON_RUN_DIR) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let name = entry.file_name();
+            let name = name.to_str()?;
+            let stem = name
+                .strip_suffix(".lock")
+                .or_else(|| name.strip_suffix(".json"))?;
+            let ours = stem == iface
+                || stem.split_once('-').is_some_and(|(netns, rest)| {
+                    rest == iface && !netns.is_empty() && netns.bytes().all(|b| b.is_ascii_digit())
+                });
+            ours.then(|| entry.path())
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 /// Runs `synguard ARGS` (a subcommand such as `check-config` or `detach`, or a daemon start

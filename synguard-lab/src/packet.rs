@@ -14,6 +14,10 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::netns::Netns;
 
+/// How often and how long [`PacketSocket::send`] waits for room in a full device queue.
+const SEND_RETRIES: u32 = 1000;
+const SEND_BACKOFF: std::time::Duration = std::time::Duration::from_micros(100);
+
 const ETH_P_ALL: u16 = 0x0003;
 const ETH_P_8021Q: u16 = 0x8100;
 /// Ethernet destination + source.
@@ -138,21 +142,32 @@ impl PacketSocket {
     /// Sends one complete Ethernet frame.
     pub fn send(&self, frame: &[u8]) -> Result<()> {
         let addr = self.address(0);
-        // SAFETY: `frame` and `addr` are live for the call, sizes passed.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                std::ptr::from_ref(&addr).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
+        let mut full_queue_retries = 0;
+        let sent = loop {
+            // SAFETY: `frame` and `addr` are live for the call, sizes passed.
+            let sent = unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    std::ptr::from_ref(&addr).cast(),
+                    size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            if sent >= 0 {
+                break sent;
+            }
+            let error = std::io::Error::last_os_error();
+            // A flood fills the device queue faster than the peer drains it: wait for room
+            // (bounded) instead of failing the test that floods.
+            if error.raw_os_error() == Some(libc::ENOBUFS) && full_queue_retries < SEND_RETRIES {
+                full_queue_retries += 1;
+                std::thread::sleep(SEND_BACKOFF);
+                continue;
+            }
+            return Err(error).with_context(|| format!("sending a frame on {}", self.iface));
         };
-        if sent < 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("sending a frame on {}", self.iface));
-        }
         if sent as usize != frame.len() {
             bail!(
                 "short send on {}: {sent} of {} bytes",

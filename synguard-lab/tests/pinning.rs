@@ -1,18 +1,18 @@
 //! Pins and locks: after `kill -9` the pinned link keeps XDP answering (counters move), the
 //! next start adopts it, and `synguard detach` removes everything (program, pins, table,
 //! state) and restores the sysctls; a second synguard on a busy interface is refused while the
-//! first keeps working.
-
-use std::path::Path;
+//! first keeps working. The lock and state files are per network namespace: two synguards on
+//! same-named interfaces of two namespaces both run.
 
 use anyhow::{Result, bail, ensure};
 use nix::sys::signal::Signal;
 use synguard_common::Counter;
 use synguard_lab::bpffs::Bpffs;
 use synguard_lab::client::{self, ClientConfig};
-use synguard_lab::daemon::{Daemon, XdpMode, run_once};
+use synguard_lab::daemon::{Daemon, XdpMode, remove_run_files, run_files, run_once};
 use synguard_lab::harness::{self, Need, run_cases};
 use synguard_lab::kernel::{self, Counters, set_sysctl, sysctl, xdp_prog_id};
+use synguard_lab::netns::{Iface, Netns};
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Family, Lab};
 
@@ -87,8 +87,11 @@ fn kill_9_keeps_protection_and_detach_removes_it() {
         );
         let pins = bpffs.path().join(iface.name());
         ensure!(!pins.exists(), "pins left: {}", pins.display());
-        let state = Path::new("/run/synguard").join(format!("{}.json", iface.name()));
-        ensure!(!state.exists(), "state file left: {}", state.display());
+        let states: Vec<_> = run_files(iface.name())
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        ensure!(states.is_empty(), "state file left: {states:?}");
         let loose = sysctl(server, LOOSE)?;
         ensure!(loose == "1", "{LOOSE} is {loose} after detach, was 1");
 
@@ -134,5 +137,102 @@ fn second_instance_is_refused() {
         );
         connections_work(&lab, 5)?;
         first.stop()?.ensure_success()
+    });
+}
+
+/// The name both namespaces give their server interface.
+const SAME_NAME: &str = "sgsame0";
+
+/// The server interface of a lab renamed to [`SAME_NAME`]; renamed back on drop, so the lab's
+/// own cleanup finds it.
+struct Renamed<'a> {
+    netns: &'a Netns,
+    original: String,
+}
+
+impl<'a> Renamed<'a> {
+    fn new(lab: &'a Lab) -> Result<Self> {
+        let original = lab.server_iface().name().to_owned();
+        rename(lab.server(), &original, SAME_NAME)?;
+        Ok(Self {
+            netns: lab.server(),
+            original,
+        })
+    }
+}
+
+impl Drop for Renamed<'_> {
+    fn drop(&mut self) {
+        let _ = rename(self.netns, SAME_NAME, &self.original);
+        remove_run_files(SAME_NAME);
+    }
+}
+
+/// Renames a link (down, rename, up: its IPv4 addresses stay).
+fn rename(netns: &Netns, from: &str, to: &str) -> Result<()> {
+    netns.ip(&["link", "set", "dev", from, "down"])?;
+    netns.ip(&["link", "set", "dev", from, "name", to])?;
+    netns.ip(&["link", "set", "dev", to, "up"])?;
+    Ok(())
+}
+
+#[test]
+fn same_interface_name_in_two_namespaces() {
+    let Some(_serial) = harness::start("netns lock", &[Need::Daemon]) else {
+        return;
+    };
+    run_cases("netns lock", [XdpMode::Skb.as_str()], |_| {
+        remove_run_files(SAME_NAME);
+        let (lab_a, lab_b) = (Lab::new()?, Lab::new()?);
+        let _http_a = PayloadServer::start(lab_a.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+        let _http_b = PayloadServer::start(lab_b.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+        let (_renamed_a, _renamed_b) = (Renamed::new(&lab_a)?, Renamed::new(&lab_b)?);
+        let ports = PORT.to_string();
+        let a = Daemon::start(lab_a.server(), SAME_NAME, &ports, XdpMode::Skb, &[])?;
+        let b = Daemon::start(lab_b.server(), SAME_NAME, &ports, XdpMode::Skb, &[])?;
+        for lab in [&lab_a, &lab_b] {
+            let before = Counters::of(&Iface::new(lab.server(), SAME_NAME))?;
+            connections_work(lab, 5)?;
+            let moved = Counters::of(&Iface::new(lab.server(), SAME_NAME))?.since(&before);
+            ensure!(
+                moved.get(Counter::SynCookieSent) >= 5,
+                "XDP did not answer in {}: {moved}",
+                lab.server().name()
+            );
+        }
+        let files = run_files(SAME_NAME);
+        println!("run files: {files:?}");
+        for ext in ["lock", "json"] {
+            let count = files
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == ext))
+                .count();
+            ensure!(
+                count == 2,
+                "expected one {ext} file per namespace: {files:?}"
+            );
+        }
+
+        // Still one synguard per interface inside one namespace.
+        let (ok, out) = run_once(
+            lab_a.server(),
+            &["--iface", SAME_NAME, "--ports", &ports, "--xdp-mode", "skb"],
+        )?;
+        ensure!(
+            !ok && out.contains("already runs on interface") && out.contains("network namespace"),
+            "the second instance in one namespace: success {ok}, output {out}"
+        );
+        println!("refused: {}", out.trim());
+        connections_work(&lab_a, 5)?;
+
+        // Stopping one leaves the other's state alone.
+        a.stop()?.ensure_success()?;
+        connections_work(&lab_b, 5)?;
+        let states = run_files(SAME_NAME)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .count();
+        ensure!(states == 1, "B's state file went with A's");
+        b.stop()?.ensure_success()
     });
 }

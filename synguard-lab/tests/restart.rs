@@ -3,6 +3,10 @@
 //! starts, adopts the pinned maps and link and swaps its program in with `bpf_link_update`.
 //! No legitimate connection fails, the server's kernel answers no flood SYN (no kernel SYN
 //! cookies, no listen overflows, no SYNPROXY SYNs), and the counters continue from A's values.
+//!
+//! In `--syncookies auto` the cookie ports are pinned too: once A switched the port to cookies
+//! under the flood, B starts with it in cookie mode (log line) and no flood SYN reaches the
+//! kernel across the restart (`syn_to_kernel`, kernel SYN cookies, SYNPROXY flat).
 
 use std::thread::sleep;
 use std::time::Duration;
@@ -119,6 +123,128 @@ fn restart_during_a_flood_has_no_gap() {
             at_a > 0 && at_b >= at_a,
             "syn_cookie_sent went from {at_a} (A's exit) to {at_b} (B started): the counters did not continue"
         );
+        Ok(())
+    });
+}
+
+const AUTO_FLOOD: Duration = Duration::from_secs(10);
+const SWITCH_ON: &str = "SYNs now answered by XDP";
+const ADOPTED: &str = "starts with SYNs answered by XDP with cookies";
+
+#[test]
+fn auto_mode_restart_keeps_the_cookie_ports() {
+    let Some(_serial) = harness::start(
+        "restart auto",
+        &[
+            Need::Daemon,
+            Need::Tool("hping3"),
+            Need::Tool("timeout"),
+            Need::Tool("mount"),
+        ],
+    ) else {
+        return;
+    };
+    let mode = XdpMode::Native;
+    run_cases("restart auto", [mode.as_str()], |_| {
+        let bpffs = Bpffs::mount()?;
+        let lab = Lab::new()?;
+        let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+        let iface = lab.server_iface().name();
+        let ports = PORT.to_string();
+        let start = |on_exit: &str| {
+            Daemon::start(
+                lab.server(),
+                iface,
+                &ports,
+                mode,
+                &[
+                    "--pin-dir",
+                    bpffs.arg(),
+                    "--on-exit",
+                    on_exit,
+                    "--syncookies",
+                    "auto",
+                    "--max-syn-backlog",
+                    "64",
+                ],
+            )
+        };
+        let mut a = start("keep")?;
+        let target = lab.server_addr(Family::V4, PORT);
+        let flood = Flood::start(&lab, FloodKind::Syn, target.ip(), PORT, AUTO_FLOOD)?;
+        let switched = a.wait_for_line(SWITCH_ON, Duration::from_secs(5))?;
+        println!("A: {switched}");
+        // Connections before the switch may meet a full kernel backlog; from here on all must
+        // succeed.
+        let legit = LegitClient::spawn(
+            lab.client(),
+            ClientConfig {
+                connections: usize::MAX,
+                ..ClientConfig::new(target, Protocol::RequestFirst, PAYLOAD, 0)
+                    .interval(Duration::from_millis(20))
+            },
+        )?;
+        sleep(Duration::from_secs(1));
+
+        let snmp_before = kernel::snmp(lab.server())?;
+        let synproxy_before = kernel::synproxy(lab.server())?;
+        let counters_before = Counters::of(lab.server_iface())?;
+        a.stop()?.ensure_success()?;
+        let mut b = start("remove")?;
+        let adopted = b.wait_for_line(ADOPTED, Duration::from_secs(2))?;
+        // B's first ticks included: a controller that forgot the port would hand it back to
+        // the kernel at once, and its estimate would switch it again only later.
+        sleep(Duration::from_secs(1));
+        let snmp = kernel::snmp(lab.server())?.since(&snmp_before);
+        let synproxy = kernel::synproxy(lab.server())?.since(&synproxy_before);
+        let delta = Counters::of(lab.server_iface())?.since(&counters_before);
+
+        let sent = flood.wait()?;
+        legit.stop();
+        let report = legit.join()?;
+        let log = b.log();
+        b.stop()?.ensure_success()?;
+
+        println!(
+            "B: {adopted}\nflood {} SYNs; legit {}; across the restart: synguard {delta}; kernel {}; SYNPROXY {}",
+            sent.sent,
+            report.summary(),
+            snmp.show(&[
+                "TcpExtSyncookiesSent",
+                "TcpExtListenOverflows",
+                "TcpPassiveOpens"
+            ]),
+            synproxy.show(&["syn_received"])
+        );
+        ensure!(
+            log.contains("adopting pinned maps"),
+            "B did not adopt A's pins:\n{log}"
+        );
+        ensure!(
+            !log.contains(SWITCH_ON) || log.find(ADOPTED) < log.find(SWITCH_ON),
+            "B switched the port again instead of starting in cookie mode:\n{log}"
+        );
+        ensure!(sent.sent > 10_000, "the flood sent only {}", sent.sent);
+        ensure!(
+            report.failures.is_empty() && report.successes() > 50,
+            "legitimate connections across the restart: {}; failures {:?}",
+            report.summary(),
+            report.failures.iter().take(5).collect::<Vec<_>>()
+        );
+        ensure!(
+            delta.get(Counter::SynCookieSent) > 1_000,
+            "XDP did not keep answering the flood across the restart: {delta}"
+        );
+        for (name, value) in [
+            ("syn_to_kernel", delta.get(Counter::SynToKernel)),
+            ("TcpExtSyncookiesSent", snmp.get("TcpExtSyncookiesSent")),
+            ("SYNPROXY syn_received", synproxy.get("syn_received")),
+        ] {
+            ensure!(
+                value == 0,
+                "{name} rose by {value} across the restart: flood SYNs reached the kernel"
+            );
+        }
         Ok(())
     });
 }

@@ -19,6 +19,11 @@
 //!   retransmits give up (`tcp_synack_retries`, 63 s by default, for spoofed sources) and say
 //!   nothing about the load offered now (measured: ~2,000 of them stayed after a flood).
 //!
+//! - **Restart**: `SG_COOKIE_PORTS` is pinned with the state maps, so a new synguard adopts the
+//!   bits of the one before it. The first tick takes them over: a port left answered with
+//!   cookies (mid-flood) stays so, and the cooldown rule above runs from then on, so the
+//!   flood never reaches the kernel during or after the restart.
+//!
 //! In-flight handshakes survive a switch either way: the datapath passes ACKs that meet a
 //! kernel request socket, and validates cookie ACKs whatever the port's bit says.
 
@@ -28,7 +33,7 @@ use std::time::{Duration, Instant};
 use netlink_packet_sock_diag::inet::StateFlags;
 use tracing::{info, warn};
 
-use crate::datapath::DatapathMaps;
+use crate::datapath::{DatapathMaps, PortBacklog};
 use crate::kernel_view::{self, SockDiag};
 use crate::loader::LoaderError;
 use crate::ports::PortSet;
@@ -80,6 +85,8 @@ pub struct AutoController {
     ports: BTreeMap<u16, PortState>,
     pressure: Window,
     sock_diag: Option<SockDiag>,
+    /// Whether the cookie bits the maps held at the first tick were taken over.
+    adopted: bool,
 }
 
 impl AutoController {
@@ -97,6 +104,7 @@ impl AutoController {
             ports: BTreeMap::new(),
             pressure: Window::default(),
             sock_diag,
+            adopted: false,
         }
     }
 
@@ -116,13 +124,42 @@ impl AutoController {
             .collect()
     }
 
+    /// Takes over the cookie bits the maps hold (once, at the first tick): after a restart,
+    /// those an earlier synguard left in the pinned `SG_COOKIE_PORTS`.
+    fn adopt(&mut self, protected: &PortSet, maps: &DatapathMaps) {
+        self.adopted = true;
+        for port in maps.cookie_ports(protected) {
+            let state = self.ports.entry(port).or_default();
+            if !state.cookies {
+                state.cookies = true;
+                state.calm_since = None;
+                info!(
+                    "auto: port {port}: starts with SYNs answered by XDP with cookies, as the previous synguard left it (pinned cookie ports); back to the kernel once the load stays at or below max_syn_backlog {} for {:?}",
+                    self.threshold, self.cooldown
+                );
+            }
+        }
+    }
+
     pub fn tick(
         &mut self,
         protected: &PortSet,
         maps: &mut DatapathMaps,
     ) -> Result<(), LoaderError> {
+        if !self.adopted {
+            self.adopt(protected, maps);
+        }
         let now = Instant::now();
-        let backlogs = maps.port_backlogs()?;
+        let mut backlogs: BTreeMap<u16, Option<PortBacklog>> = maps
+            .port_backlogs()?
+            .into_iter()
+            .map(|(port, backlog)| (port, Some(backlog)))
+            .collect();
+        // A port answered with cookies but without load entry (no SYN since the restart)
+        // still cools down.
+        for (&port, _) in self.ports.iter().filter(|(_, s)| s.cookies) {
+            backlogs.entry(port).or_insert(None);
+        }
         let syn_recv = match &mut self.sock_diag {
             Some(diag) => diag.per_port(StateFlags::SYN_RECV).unwrap_or_else(|e| {
                 warn!("auto: sock_diag dump failed: {e}");
@@ -135,8 +172,13 @@ impl AutoController {
             .push(kernel_view::listen_pressure().unwrap_or_default());
         for (&port, backlog) in backlogs.iter().filter(|(p, _)| protected.contains(**p)) {
             let state = self.ports.entry(port).or_default();
-            let (estimate, grew) = state.kernel.push(backlog.kernel);
-            let (cookie_halfopen, _) = state.absorbed.push(backlog.cookies);
+            let ((estimate, grew), (cookie_halfopen, _)) = match backlog {
+                Some(backlog) => (
+                    state.kernel.push(backlog.kernel),
+                    state.absorbed.push(backlog.cookies),
+                ),
+                None => ((0, 0), (0, 0)),
+            };
             let queued = syn_recv.get(&port).map_or(0, |s| s.syn_recv);
             if !state.cookies {
                 let pressure = pressure_rise > 0 && grew > 0;

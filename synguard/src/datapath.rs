@@ -120,6 +120,15 @@ impl DatapathMaps {
         self.cookie_ports.set(port, on)
     }
 
+    /// The ports of `protected` whose cookie bit is set. Right after the load these are the
+    /// bits of an adopted (pinned) `SG_COOKIE_PORTS`: where an earlier run left its ports.
+    pub fn cookie_ports(&self, protected: &PortSet) -> Vec<u16> {
+        protected
+            .ports()
+            .filter(|&port| self.cookie_ports.get(port))
+            .collect()
+    }
+
     /// Per port with an entry, summed over CPUs (wrapping: only differences between two reads
     /// mean something).
     pub fn port_backlogs(&self) -> Result<BTreeMap<u16, PortBacklog>, LoaderError> {
@@ -213,6 +222,10 @@ impl Bitmap {
             }
         }
         Ok(())
+    }
+
+    fn get(&self, port: u16) -> bool {
+        self.words[usize::from(port / 64)] & (1u64 << (port % 64)) != 0
     }
 
     fn set(&mut self, port: u16, on: bool) -> Result<(), LoaderError> {

@@ -3,6 +3,9 @@
 //! program) and map pins, and, when no other interface of the same network namespace is still
 //! protected, the nftables table and the sysctls it changed (restored to their values from
 //! before the first attach).
+//!
+//! The lock and state files are per network namespace (see [`crate::state`]): `detach` acts on
+//! the interface of that name in the namespace it runs in.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +14,7 @@ use tracing::info;
 
 use crate::nft;
 use crate::pins::{DEFAULT_PIN_DIR, PinDir};
-use crate::state::{AttachState, IfaceLock, RUN_DIR, current_netns};
+use crate::state::{AttachState, IfaceLock, RUN_DIR, current_netns, other_netns_with_state};
 use crate::sysctl::SysctlGuard;
 
 /// `pin_dir`: `--pin-dir`; without it the directory recorded in the state file, else the
@@ -20,13 +23,6 @@ pub fn detach(iface: &str, pin_dir: Option<&Path>) -> anyhow::Result<()> {
     // Fails while a daemon runs on the interface: it would re-create what we remove.
     let _lock = IfaceLock::acquire(iface)?;
     let state = AttachState::read(iface)?;
-    if let Some(state) = &state
-        && state.netns != current_netns()?
-    {
-        bail!(
-            "synguard ran on `{iface}` in another network namespace: run `synguard detach` there (e.g. with `ip netns exec`)"
-        );
-    }
     let root: PathBuf = pin_dir
         .map(Path::to_owned)
         .or_else(|| state.as_ref().map(|s| s.pin_dir.clone()))
@@ -35,8 +31,19 @@ pub fn detach(iface: &str, pin_dir: Option<&Path>) -> anyhow::Result<()> {
     let had_pins = pins.remove(iface)?;
     let Some(state) = state else {
         if !had_pins {
+            let elsewhere = other_netns_with_state(iface)?;
+            let hint = if elsewhere.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = elsewhere.iter().map(u64::to_string).collect();
+                format!(
+                    "; synguard did run on an interface `{iface}` of another network namespace (netns inode {}): run `synguard detach` there (e.g. with `ip netns exec`)",
+                    list.join(", ")
+                )
+            };
             bail!(
-                "synguard is not attached to `{iface}`: no pins under {} and no state file in {RUN_DIR}",
+                "synguard is not attached to `{iface}` in this network namespace (netns inode {}): no pins under {} and no state file in {RUN_DIR}{hint}",
+                current_netns()?,
                 pins.iface_dir(iface).display()
             );
         }

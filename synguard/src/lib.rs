@@ -22,3 +22,4 @@ pub mod state;
 pub mod stats;
 pub mod sysctl;
 pub mod tuning;
+pub mod watch;

@@ -89,7 +89,9 @@ impl Lifecycle {
         let names: Vec<&str> = self.ifaces.iter().map(String::as_str).collect();
         let pins = pins.prepare(&names, &loader::object()?)?;
         if pins.adopted() {
-            info!("adopting pinned maps: counters and per-source state continue");
+            info!(
+                "adopting pinned maps: counters, per-source state and auto-mode cookie ports continue"
+            );
         }
         Ok(pins)
     }

@@ -187,7 +187,10 @@ impl Datapath {
         pins.pin_copies(&ebpf)?;
 
         let mut maps = DatapathMaps::take(&mut ebpf)?;
-        maps.apply(state, &[])?;
+        // Cookie bits of a pinned SG_COOKIE_PORTS (an earlier run's auto decisions) stay set
+        // for the protected ports: its program still reads them until ours replaces it.
+        let adopted = maps.cookie_ports(&state.ports);
+        maps.apply(state, &adopted)?;
 
         let counters: PerCpuArray<MapData, u64> =
             typed_map(ebpf.take_map(MAP_COUNTERS), MAP_COUNTERS)?;
@@ -380,6 +383,24 @@ pub struct Attachments {
 }
 
 impl Attachments {
+    /// Forgets `iface`, a device that was deleted while the daemon ran: its link (defunct
+    /// since the kernel removed the device) is closed and its pins removed. Returns whether
+    /// `iface` was attached.
+    pub fn drop_interface(&mut self, iface: &str) -> bool {
+        let Some(at) = self.links.iter().position(|a| a.iface == iface) else {
+            return false;
+        };
+        let Attached { link, pin, .. } = self.links.remove(at);
+        drop(link);
+        if let Some(pins) = &self.pins
+            && pin.is_some()
+            && let Err(e) = pins.remove(iface)
+        {
+            warn!("{e}");
+        }
+        true
+    }
+
     /// `keep`: every pinned link stays attached after this process (closing a pinned link's
     /// fd does not detach it). Otherwise each interface's pins (link and maps) are removed and
     /// its link detached. Tries every interface; returns the first error.

@@ -26,6 +26,7 @@ use synguard::report;
 use synguard::snapshot::MapReader;
 use synguard::stats::Stats;
 use synguard::tuning::tune_kernel;
+use synguard::watch::{self, Watch};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -140,7 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(tuning) = &settings.kernel {
         tune_kernel(&mut sysctls, tuning)?;
     }
-    let attachments = datapath.attach(&ifaces, xdp_mode, lifecycle.pins())?;
+    let mut attachments = datapath.attach(&ifaces, xdp_mode, lifecycle.pins())?;
     lifecycle.record(&sysctls)?;
 
     let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
@@ -165,10 +166,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut auto_ticks = tokio::time::interval(auto::TICK);
     auto_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let signal_name = loop {
+    // Deleted interfaces and a deleted nftables table (see `watch`).
+    let mut watch = Watch::new(&ifaces);
+    let mut watch_ticks = interval_at(Instant::now() + watch::TICK, watch::TICK);
+    watch_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let stop: anyhow::Result<&str> = loop {
         tokio::select! {
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sigint.recv() => break "SIGINT",
+            _ = sigterm.recv() => break Ok("SIGTERM"),
+            _ = sigint.recv() => break Ok("SIGINT"),
             _ = sighup.recv() => {
                 notify::reloading();
                 control.reload(maps, &table, &mut sysctls);
@@ -179,17 +184,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 stats.log_rates();
                 notify::status(&stats.status(control.settings().syncookies));
             }
+            _ = watch_ticks.tick() => {
+                // An error: no interface is left.
+                if let Err(e) = watch.tick(&mut attachments, &table, control.settings()) {
+                    break Err(e);
+                }
+            }
         }
     };
 
-    info!("{signal_name} received, shutting down");
+    match &stop {
+        Ok(signal_name) => info!("{signal_name} received, shutting down"),
+        Err(e) => info!("{e}: shutting down"),
+    }
     notify::stopping();
-    lifecycle.finish(on_exit == OnExit::Keep, attachments, table, sysctls)?;
+    // With no interface left there is nothing to keep for a next start.
+    let keep = on_exit == OnExit::Keep && stop.is_ok();
+    lifecycle.finish(keep, attachments, table, sysctls)?;
     // After the detach the counters are final.
     stats.log_rates();
     stats.log_totals();
     info!("synguard stopped");
-    Ok(())
+    stop.map(drop)
 }
 
 #[cfg(test)]

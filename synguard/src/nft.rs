@@ -101,6 +101,20 @@ impl SynproxyTable {
         Ok(())
     }
 
+    /// Installs the table again, with `ports` and `config`, if it is gone (deleted from
+    /// outside). Returns whether it had to.
+    pub fn restore_if_missing(
+        &self,
+        ports: &PortSet,
+        config: &DatapathConfig,
+    ) -> Result<bool, NftError> {
+        if table_exists()? {
+            return Ok(false);
+        }
+        apply(&ruleset(ports, config), INSTALLING)?;
+        Ok(true)
+    }
+
     /// Leaves the table in place (`--on-exit keep`).
     pub fn keep(mut self) {
         self.installed = false;

@@ -4,16 +4,20 @@
 //! Layout (default root `/sys/fs/bpf/synguard`), one directory per interface:
 //!
 //! ```text
-//! <root>/<iface>/link           the XDP bpf_link on that interface
-//! <root>/<iface>/SG_COUNTERS    the state maps (PINNED_MAPS), the same map objects pinned
-//! <root>/<iface>/SG_PORT_LOAD   in the directory of every interface one daemon serves
+//! <root>/<iface>/link             the XDP bpf_link on that interface
+//! <root>/<iface>/SG_COUNTERS      the state maps (PINNED_MAPS), the same map objects pinned
+//! <root>/<iface>/SG_PORT_LOAD     in the directory of every interface one daemon serves
 //! <root>/<iface>/SG_SOURCES
+//! <root>/<iface>/SG_COOKIE_PORTS
 //! ```
 //!
-//! Only maps whose content the datapath learns are pinned: counters, per-port kernel load and
-//! per-source state survive a restart. Configuration maps (config, port bitmaps, policy tries)
-//! are created fresh from the new process's configuration and filled before its program
-//! replaces the old one (`bpf_link_update`), so nothing stale survives in them.
+//! Only maps whose content the running daemon learns are pinned: counters, per-port kernel
+//! load, per-source state and the auto controller's cookie ports survive a restart (a port
+//! answered with cookies mid-flood stays so across it). The new process rewrites the cookie
+//! ports from its own configuration (`off`, `always`; in `auto` the adopted bits of its
+//! protected ports stay, see `AutoController`). Configuration maps (config, protected ports,
+//! policy tries) are created fresh from the new process's configuration and filled before its
+//! program replaces the old one (`bpf_link_update`), so nothing stale survives in them.
 //!
 //! A pinned map must match the embedded object's definition (type, key and value size,
 //! max_entries, flags); a pin from another synguard version is an error naming
@@ -25,14 +29,14 @@ use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
 use aya::maps::MapInfo;
-use synguard_common::{MAP_COUNTERS, MAP_PORT_LOAD, MAP_SOURCES};
+use synguard_common::{MAP_COOKIE_PORTS, MAP_COUNTERS, MAP_PORT_LOAD, MAP_SOURCES};
 use thiserror::Error;
 use tracing::warn;
 
 /// Where the pins go unless `--pin-dir` says otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/synguard";
 /// The maps pinned per interface: the state a restart keeps.
-pub const PINNED_MAPS: [&str; 3] = [MAP_COUNTERS, MAP_PORT_LOAD, MAP_SOURCES];
+pub const PINNED_MAPS: [&str; 4] = [MAP_COUNTERS, MAP_PORT_LOAD, MAP_SOURCES, MAP_COOKIE_PORTS];
 const LINK: &str = "link";
 
 #[derive(Debug, Error)]
