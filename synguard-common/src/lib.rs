@@ -173,8 +173,8 @@ const _: () = assert!(core::mem::size_of::<SourceState>() == 32);
 macro_rules! counters {
     ($($variant:ident = $name:literal: $doc:literal,)+) => {
         /// Index into [`MAP_COUNTERS`]. Every packet the program sees is counted in `Packets`
-        /// and in exactly one outcome slot; `MalformedTcpOptions` and `SourceBlocks` are
-        /// counted in addition.
+        /// and in exactly one outcome slot; `MalformedTcpOptions`, `SourceBlocks` and
+        /// `AckProbeRepaired` are counted in addition.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum Counter {
@@ -208,6 +208,7 @@ counters! {
     AckEstablished = "ack_established": "Passed: ACK for a 4-tuple the kernel already has a socket for.",
     AckCookieValid = "ack_cookie_valid": "Passed: ACK carrying a valid SYN cookie (nft synproxy takes over).",
     AckCookieInvalid = "ack_cookie_invalid": "Dropped: ACK with no socket and no valid cookie.",
+    AckProbeRepaired = "ack_probe_repaired": "A zero-window probe after a lost handshake ACK, rewritten into that ACK (seq + 1) for synproxy (counted in addition to ack_cookie_valid).",
     AckInvalidPassed = "ack_invalid_passed": "Passed: ACK with no socket and no valid cookie, in mode off (observe only).",
     MalformedL2 = "malformed_l2": "Passed: truncated Ethernet or VLAN header.",
     MalformedIpv4 = "malformed_ipv4": "Passed: truncated IPv4 header, IHL < 5 or past the end.",

@@ -4,6 +4,13 @@
 //! request socket completes a kernel handshake (accounted for `auto` mode and the source).
 //! Anything else must carry a valid cookie: valid ones go on to nft synproxy, which opens the
 //! real connection; the rest (an ACK flood) is dropped here, or only counted in mode `off`.
+//!
+//! A lost handshake ACK needs care. Our SYN-ACK announces window 0 (as synproxy's does), so a
+//! client whose ACK was lost sends no data, only zero-window probes with `seq = ISN`, one less
+//! than the handshake ACK: the cookie check reads the MSS index from `ack - seq` and fails
+//! (index 3, MSS 1460 and up). Dropping them stalled the connection until the client gave up
+//! (measured under a 130k SYN/s flood that made the veth drop ACKs). Such a probe is rewritten
+//! into the handshake ACK it stands for, so synproxy opens the connection.
 use aya_ebpf::{
     bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
     helpers::generated::{bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6},
@@ -13,8 +20,12 @@ use synguard_common::{Counter, DatapathConfig, SyncookieMode};
 
 use crate::{
     counters::count,
+    csum,
     load::{self, Event},
-    parse::{Family, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, TcpPacket, ptr_at},
+    parse::{
+        Family, IPV4_HLEN, IPV6_HLEN, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_RST, TCP_SYN, TcpPacket,
+        ptr_at,
+    },
     socket::{KernelSocket, kernel_socket},
     sources::Source,
 };
@@ -38,7 +49,14 @@ pub fn judge_ack(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u3
             if enforce && source.as_ref().is_some_and(Source::blocked) {
                 return (DROP, Counter::DropSourceBlocked);
             }
-            match cookie_valid(ctx, pkt) {
+            let valid = match cookie_valid(ctx, pkt) {
+                Some(false) if is_bare_ack(pkt) && repair_lost_handshake(ctx, pkt) => {
+                    count(Counter::AckProbeRepaired);
+                    Some(true)
+                }
+                other => other,
+            };
+            match valid {
                 Some(true) => {
                     load::record(pkt.dport, Event::CookieValidated);
                     if let Some(source) = &source {
@@ -73,6 +91,40 @@ pub fn judge_ack(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u3
 #[inline(always)]
 fn cookie_valid(ctx: &XdpContext, pkt: &TcpPacket) -> Option<bool> {
     let th = ptr_at::<[u8; TCP_HLEN]>(ctx, pkt.l4_off)? as *mut tcphdr;
+    cookie_valid_for(ctx, pkt, th)
+}
+
+/// An ACK alone, no payload: what a zero-window probe looks like.
+#[inline(always)]
+fn is_bare_ack(pkt: &TcpPacket) -> bool {
+    pkt.payload_len == 0 && pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_ACK
+}
+
+/// If the segment is a zero-window probe (`seq = ISN`) for one of our cookies, rewrites its
+/// sequence number to the handshake ACK's (`ISN + 1`) and returns true. Tries the rewrite in
+/// place and undoes it if the cookie does not check: no header copy on the stack.
+#[inline(always)]
+fn repair_lost_handshake(ctx: &XdpContext, pkt: &TcpPacket) -> bool {
+    let Some(tcp) = ptr_at::<[u8; TCP_HLEN]>(ctx, pkt.l4_off) else {
+        return false;
+    };
+    // SAFETY: bounds-checked by ptr_at; written in place.
+    let tcp = unsafe { &mut *(tcp as *mut [u8; TCP_HLEN]) };
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let ack_seq = seq.wrapping_add(1);
+    tcp[4..8].copy_from_slice(&ack_seq.to_be_bytes());
+    if cookie_valid(ctx, pkt) != Some(true) {
+        tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        return false;
+    }
+    let check = u16::from_be_bytes([tcp[16], tcp[17]]);
+    tcp[16..18].copy_from_slice(&csum::replace_u32(check, seq, ack_seq).to_be_bytes());
+    true
+}
+
+/// The cookie check of `th` (in the packet or a stack copy) against the packet's IP header.
+#[inline(always)]
+fn cookie_valid_for(ctx: &XdpContext, pkt: &TcpPacket, th: *mut tcphdr) -> Option<bool> {
     // SAFETY: both pointers are bounds-checked headers of the sizes the helpers read.
     let status = match pkt.family {
         Family::V4 => {

@@ -19,3 +19,15 @@ pub fn finish(acc: u64) -> u16 {
     }
     !(acc as u16)
 }
+
+/// The checksum `check` after a 32-bit field of the summed data changed from `old` to `new`
+/// (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
+#[inline(always)]
+pub fn replace_u32(check: u16, old: u32, new: u32) -> u16 {
+    let words = |v: u32| [(v >> 16) as u16, v as u16];
+    let mut acc = u64::from(!check);
+    for (old, new) in words(old).into_iter().zip(words(new)) {
+        acc += u64::from(!old) + u64::from(new);
+    }
+    finish(acc)
+}

@@ -67,6 +67,8 @@ pub struct TcpPacket {
     pub dport: u16,
     /// The whole frame, including fragments of a multi-buffer (jumbo) frame.
     pub frame_len: usize,
+    /// TCP payload bytes (up to the end of the IP datagram).
+    pub payload_len: usize,
 }
 
 #[inline(always)]
@@ -98,6 +100,7 @@ pub fn parse_tcp(ctx: &XdpContext) -> Result<TcpPacket, Counter> {
         flags: tcp[13],
         dport: be16(tcp, 2),
         frame_len,
+        payload_len: l3_end - l4_off - tcp_len,
     })
 }
 

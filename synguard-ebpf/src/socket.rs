@@ -24,8 +24,8 @@ pub enum KernelSocket {
 }
 
 /// Looks the segment's 4-tuple up. `None` if the headers are not there (parsing proved they
-/// are).
-#[inline(always)]
+/// are). A subprogram of its own for the stack limit (see `synack::answer_syn`).
+#[inline(never)]
 pub fn kernel_socket(ctx: &XdpContext, pkt: &TcpPacket) -> Option<KernelSocket> {
     // SAFETY: bounds-checked by ptr_at.
     let tcp = unsafe { &*ptr_at::<[u8; TCP_HLEN]>(ctx, pkt.l4_off)? };

@@ -22,7 +22,8 @@ pub struct Source {
 impl Source {
     /// Finds or creates the entry of the packet's source prefix and starts a new window if the
     /// last one is over. `None` if the map refuses an entry (then nothing is accounted).
-    #[inline(always)]
+    /// A subprogram of its own for the stack limit (see `synack::answer_syn`).
+    #[inline(never)]
     pub fn of(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> Option<Self> {
         let key = source_key(ctx, pkt, cfg)?;
         // SAFETY: plain helper call.

@@ -38,7 +38,10 @@ const TS_OPT_ECN: u32 = 1 << 5;
 const TS_OPT_MASK: u32 = 0x3f;
 
 /// Builds and emits the SYN-ACK. Returns the XDP action and the counter for it.
-#[inline(always)]
+///
+/// A BPF subprogram of its own, like the per-source and socket lookups: inlined into one frame
+/// with everything else, the reply buffers no longer fit the 512-byte BPF stack.
+#[inline(never)]
 pub fn answer_syn(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u32, Counter) {
     match build_and_emit(ctx, pkt, cfg) {
         Some(()) => (xdp_action::XDP_TX, Counter::SynCookieSent),

@@ -11,7 +11,9 @@
 use std::thread::sleep;
 use std::time::Duration;
 
-use anyhow::ensure;
+use std::net::SocketAddr;
+
+use anyhow::{Result, ensure};
 use synguard_common::Counter;
 use synguard_lab::bpffs::Bpffs;
 use synguard_lab::client::{ClientConfig, LegitClient};
@@ -23,56 +25,34 @@ use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Family, Lab};
 
 const PORT: u16 = 8080;
+const MODE: XdpMode = XdpMode::Native;
+const NEEDS: [Need; 4] = [
+    Need::Daemon,
+    Need::Tool("hping3"),
+    Need::Tool("timeout"),
+    Need::Tool("mount"),
+];
 const PAYLOAD: usize = 10 * 1024;
 const FLOOD: Duration = Duration::from_secs(8);
 
 #[test]
 fn restart_during_a_flood_has_no_gap() {
-    let Some(_serial) = harness::start(
-        "restart",
-        &[
-            Need::Daemon,
-            Need::Tool("hping3"),
-            Need::Tool("timeout"),
-            Need::Tool("mount"),
-        ],
-    ) else {
+    let Some(_serial) = harness::start("restart", &NEEDS) else {
         return;
     };
-    let mode = XdpMode::Native;
-    run_cases("restart", [mode.as_str()], |_| {
-        let bpffs = Bpffs::mount()?;
-        let lab = Lab::new()?;
-        let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
-        let iface = lab.server_iface().name();
-        let ports = PORT.to_string();
-        let start = |on_exit: &str| {
-            Daemon::start(
-                lab.server(),
-                iface,
-                &ports,
-                mode,
-                &["--pin-dir", bpffs.arg(), "--on-exit", on_exit],
-            )
-        };
-        let a = start("keep")?;
-        let target = lab.server_addr(Family::V4, PORT);
-        let flood = Flood::start(&lab, FloodKind::Syn, target.ip(), PORT, FLOOD)?;
-        let legit = LegitClient::spawn(
-            lab.client(),
-            ClientConfig {
-                connections: usize::MAX,
-                ..ClientConfig::new(target, Protocol::RequestFirst, PAYLOAD, 0)
-                    .interval(Duration::from_millis(20))
-            },
-        )?;
+    run_cases("restart", [MODE.as_str()], |_| {
+        let bench = RestartBench::new()?;
+        let lab = &bench.lab;
+        let a = bench.start("keep", &[])?;
+        let flood = bench.flood(FLOOD)?;
+        let legit = bench.legit_client()?;
         sleep(Duration::from_secs(2));
 
         let snmp_before = kernel::snmp(lab.server())?;
         let synproxy_before = kernel::synproxy(lab.server())?;
         a.stop()?.ensure_success()?;
         let counters_a = Counters::of(lab.server_iface())?;
-        let b = start("remove")?;
+        let b = bench.start("remove", &[])?;
         let snmp = kernel::snmp(lab.server())?.since(&snmp_before);
         let synproxy = kernel::synproxy(lab.server())?.since(&synproxy_before);
         let counters_b = Counters::of(lab.server_iface())?;
@@ -133,64 +113,27 @@ const ADOPTED: &str = "starts with SYNs answered by XDP with cookies";
 
 #[test]
 fn auto_mode_restart_keeps_the_cookie_ports() {
-    let Some(_serial) = harness::start(
-        "restart auto",
-        &[
-            Need::Daemon,
-            Need::Tool("hping3"),
-            Need::Tool("timeout"),
-            Need::Tool("mount"),
-        ],
-    ) else {
+    let Some(_serial) = harness::start("restart auto", &NEEDS) else {
         return;
     };
-    let mode = XdpMode::Native;
-    run_cases("restart auto", [mode.as_str()], |_| {
-        let bpffs = Bpffs::mount()?;
-        let lab = Lab::new()?;
-        let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
-        let iface = lab.server_iface().name();
-        let ports = PORT.to_string();
-        let start = |on_exit: &str| {
-            Daemon::start(
-                lab.server(),
-                iface,
-                &ports,
-                mode,
-                &[
-                    "--pin-dir",
-                    bpffs.arg(),
-                    "--on-exit",
-                    on_exit,
-                    "--syncookies",
-                    "auto",
-                    "--max-syn-backlog",
-                    "64",
-                ],
-            )
-        };
-        let mut a = start("keep")?;
-        let target = lab.server_addr(Family::V4, PORT);
-        let flood = Flood::start(&lab, FloodKind::Syn, target.ip(), PORT, AUTO_FLOOD)?;
+    run_cases("restart auto", [MODE.as_str()], |_| {
+        let bench = RestartBench::new()?;
+        let lab = &bench.lab;
+        let auto = ["--syncookies", "auto", "--max-syn-backlog", "64"];
+        let mut a = bench.start("keep", &auto)?;
+        let flood = bench.flood(AUTO_FLOOD)?;
         let switched = a.wait_for_line(SWITCH_ON, Duration::from_secs(5))?;
         println!("A: {switched}");
         // Connections before the switch may meet a full kernel backlog; from here on all must
         // succeed.
-        let legit = LegitClient::spawn(
-            lab.client(),
-            ClientConfig {
-                connections: usize::MAX,
-                ..ClientConfig::new(target, Protocol::RequestFirst, PAYLOAD, 0)
-                    .interval(Duration::from_millis(20))
-            },
-        )?;
+        let legit = bench.legit_client()?;
         sleep(Duration::from_secs(1));
 
         let snmp_before = kernel::snmp(lab.server())?;
         let synproxy_before = kernel::synproxy(lab.server())?;
         let counters_before = Counters::of(lab.server_iface())?;
         a.stop()?.ensure_success()?;
-        let mut b = start("remove")?;
+        let mut b = bench.start("remove", &auto)?;
         let adopted = b.wait_for_line(ADOPTED, Duration::from_secs(2))?;
         // B's first ticks included: a controller that forgot the port would hand it back to
         // the kernel at once, and its estimate would switch it again only later.
@@ -247,4 +190,64 @@ fn auto_mode_restart_keeps_the_cookie_ports() {
         }
         Ok(())
     });
+}
+
+/// What both restart tests run on: a lab whose server serves [`PORT`], and a private bpffs for
+/// the pins. Drops in field order: the lab (and its daemons' interfaces), then the pins.
+struct RestartBench {
+    lab: Lab,
+    _server: PayloadServer,
+    bpffs: Bpffs,
+}
+
+impl RestartBench {
+    fn new() -> Result<Self> {
+        let bpffs = Bpffs::mount()?;
+        let lab = Lab::new()?;
+        let server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+        Ok(Self {
+            lab,
+            _server: server,
+            bpffs,
+        })
+    }
+
+    /// A daemon protecting [`PORT`] with the shared pins, leaving them at exit or not.
+    fn start(&self, on_exit: &str, extra: &[&str]) -> Result<Daemon> {
+        let mut args = vec!["--pin-dir", self.bpffs.arg(), "--on-exit", on_exit];
+        args.extend_from_slice(extra);
+        Daemon::start(
+            self.lab.server(),
+            self.lab.server_iface().name(),
+            &PORT.to_string(),
+            MODE,
+            &args,
+        )
+    }
+
+    fn target(&self) -> SocketAddr {
+        self.lab.server_addr(Family::V4, PORT)
+    }
+
+    fn flood(&self, duration: Duration) -> Result<Flood> {
+        Flood::start(
+            &self.lab,
+            FloodKind::Syn,
+            self.target().ip(),
+            PORT,
+            duration,
+        )
+    }
+
+    /// A legitimate client connecting every 20 ms until stopped.
+    fn legit_client(&self) -> Result<LegitClient> {
+        LegitClient::spawn(
+            self.lab.client(),
+            ClientConfig {
+                connections: usize::MAX,
+                ..ClientConfig::new(self.target(), Protocol::RequestFirst, PAYLOAD, 0)
+                    .interval(Duration::from_millis(20))
+            },
+        )
+    }
 }

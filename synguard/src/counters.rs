@@ -61,7 +61,10 @@ impl Index<Counter> for CounterTotals {
 /// outcomes: `packets` (every packet) and the ones counted in addition to an outcome.
 pub const fn verdict(counter: Counter) -> Option<&'static str> {
     match counter {
-        Counter::Packets | Counter::MalformedTcpOptions | Counter::SourceBlocks => None,
+        Counter::Packets
+        | Counter::MalformedTcpOptions
+        | Counter::SourceBlocks
+        | Counter::AckProbeRepaired => None,
         Counter::SynCookieSent => Some("tx"),
         Counter::AckCookieInvalid | Counter::DropDenylisted | Counter::DropSourceBlocked => {
             Some("drop")

@@ -146,11 +146,13 @@ fn acks_to_our_syn_acks() {
         ("RST+ACK", |a| a.tcp.flags = ACK | RST, [true, true]),
         ("seq and ack + 1", |a| nudge(a, 1, 1), [true, true]),
         ("seq + 1", |a| nudge(a, 1, 0), [true, false]),
-        ("seq - 1", |a| nudge(a, -1, 0), [false, true]),
-        ("ack + 1", |a| nudge(a, 0, 1), [false, true]),
+        // A bare ACK with seq - 1 is a zero-window probe after a lost handshake ACK: repaired.
+        ("seq - 1", |a| nudge(a, -1, 0), [true, true]),
+        // ack - seq one more than a completing ACK: also repaired as a probe.
+        ("ack + 1", |a| nudge(a, 0, 1), [true, true]),
         ("ack - 1", |a| nudge(a, 0, -1), [true, false]),
         ("seq + 4", |a| nudge(a, 4, 0), [false, false]),
-        ("ack + 4", |a| nudge(a, 0, 4), [false, false]),
+        ("ack + 4", |a| nudge(a, 0, 4), [false, true]),
         ("ack 0", |a| a.tcp.ack = 0, [false, false]),
         ("other source port", |a| a.tcp.sport ^= 1, [false, false]),
         (

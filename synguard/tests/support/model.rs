@@ -38,6 +38,8 @@ pub struct Expectation {
     pub outcome: Counter,
     /// A SYN whose option list ends badly also counts `malformed_tcp_options`.
     pub options_fault: bool,
+    /// A zero-window probe rewritten into its handshake ACK also counts `ack_probe_repaired`.
+    pub probe_repaired: bool,
     pub reply: Option<SynAck>,
 }
 
@@ -47,6 +49,7 @@ impl Expectation {
             action: Action::Pass,
             outcome,
             options_fault: false,
+            probe_repaired: false,
             reply: None,
         }
     }
@@ -58,6 +61,9 @@ impl Expectation {
         deltas[self.outcome as usize] += 1;
         if self.options_fault {
             deltas[Counter::MalformedTcpOptions as usize] += 1;
+        }
+        if self.probe_repaired {
+            deltas[Counter::AckProbeRepaired as usize] += 1;
         }
         deltas
     }
@@ -155,8 +161,16 @@ impl Policy {
         if flags & (SYN | ACK | RST | FIN) == SYN {
             self.answer(frame, &segment)
         } else if flags & ACK != 0 && flags & SYN == 0 {
-            if cookies.accepts(&segment) {
+            // A bare ACK one short of a completing ACK is a zero-window probe after a lost
+            // handshake ACK (our SYN-ACK announced window 0): the program repairs it.
+            let bare_ack = segment.payload_len == 0 && flags & (SYN | ACK | RST | FIN) == ACK;
+            if cookies.accepts(&segment, 0) {
                 Expectation::pass(Counter::AckCookieValid)
+            } else if bare_ack && cookies.accepts(&segment, 1) {
+                Expectation {
+                    probe_repaired: true,
+                    ..Expectation::pass(Counter::AckCookieValid)
+                }
             } else {
                 Expectation {
                     action: Action::Drop,
@@ -205,6 +219,7 @@ impl Policy {
             action: Action::Tx,
             outcome: Counter::SynCookieSent,
             options_fault: offered.fault,
+            probe_repaired: false,
             reply: Some(SynAck {
                 len: segment.l3 + ip_len + tcp_len,
                 l2,
@@ -242,6 +257,8 @@ struct Segment<'a> {
     tuple: Tuple,
     /// The TCP header with its options.
     tcp: &'a [u8],
+    /// TCP payload bytes, up to the end of the IP datagram.
+    payload_len: usize,
 }
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -359,6 +376,7 @@ impl<'a> Segment<'a> {
                 dport: be16(fixed, 2),
             },
             tcp: &frame[offset..offset + header_len],
+            payload_len: end - offset - header_len,
         })
     }
 }
@@ -454,8 +472,9 @@ impl CookieBook {
             });
     }
 
-    fn accepts(&self, segment: &Segment<'_>) -> bool {
-        let seq = be32(segment.tcp, 4);
+    /// Whether the segment, its sequence number raised by `seq_fix`, completes a cookie.
+    fn accepts(&self, segment: &Segment<'_>, seq_fix: u32) -> bool {
+        let seq = be32(segment.tcp, 4).wrapping_add(seq_fix);
         let ack = be32(segment.tcp, 8);
         self.0.get(&segment.tuple).is_some_and(|issued| {
             issued.iter().any(|i| {
