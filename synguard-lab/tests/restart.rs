@@ -16,11 +16,11 @@ use std::net::SocketAddr;
 use anyhow::{Result, ensure};
 use synguard_common::Counter;
 use synguard_lab::bpffs::Bpffs;
-use synguard_lab::client::{ClientConfig, LegitClient};
+use synguard_lab::client::{ClientConfig, ClientReport, LegitClient};
 use synguard_lab::daemon::{Daemon, XdpMode};
-use synguard_lab::flood::{Flood, FloodKind};
+use synguard_lab::flood::{Flood, FloodKind, FloodReport};
 use synguard_lab::harness::{self, Need, run_cases};
-use synguard_lab::kernel::{self, Counters};
+use synguard_lab::kernel::{self, Counters, Stats};
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Family, Lab};
 
@@ -57,22 +57,12 @@ fn restart_during_a_flood_has_no_gap() {
         let synproxy = kernel::synproxy(lab.server())?.since(&synproxy_before);
         let counters_b = Counters::of(lab.server_iface())?;
 
-        let sent = flood.wait()?;
-        legit.stop();
-        let report = legit.join()?;
-        let log = b.log();
-        b.stop()?.ensure_success()?;
-
+        let (sent, report, log) = finish(flood, legit, b)?;
         println!(
-            "flood {} SYNs; legit {}; kernel during the restart: {}; SYNPROXY {}",
+            "flood {} SYNs; legit {}; kernel during the restart: {}",
             sent.sent,
             report.summary(),
-            snmp.show(&[
-                "TcpExtSyncookiesSent",
-                "TcpExtListenOverflows",
-                "TcpPassiveOpens"
-            ]),
-            synproxy.show(&["syn_received"])
+            kernel_view(&snmp, &synproxy)
         );
         ensure!(
             log.contains("pinned link adopted") && log.contains("adopting pinned maps"),
@@ -142,22 +132,12 @@ fn auto_mode_restart_keeps_the_cookie_ports() {
         let synproxy = kernel::synproxy(lab.server())?.since(&synproxy_before);
         let delta = Counters::of(lab.server_iface())?.since(&counters_before);
 
-        let sent = flood.wait()?;
-        legit.stop();
-        let report = legit.join()?;
-        let log = b.log();
-        b.stop()?.ensure_success()?;
-
+        let (sent, report, log) = finish(flood, legit, b)?;
         println!(
-            "B: {adopted}\nflood {} SYNs; legit {}; across the restart: synguard {delta}; kernel {}; SYNPROXY {}",
+            "B: {adopted}\nflood {} SYNs; legit {}; across the restart: synguard {delta}; kernel {}",
             sent.sent,
             report.summary(),
-            snmp.show(&[
-                "TcpExtSyncookiesSent",
-                "TcpExtListenOverflows",
-                "TcpPassiveOpens"
-            ]),
-            synproxy.show(&["syn_received"])
+            kernel_view(&snmp, &synproxy)
         );
         ensure!(
             log.contains("adopting pinned maps"),
@@ -250,4 +230,32 @@ impl RestartBench {
             },
         )
     }
+}
+
+/// Ends a run: the flood and the legitimate client finish, daemon B stops cleanly; returns what
+/// the flood sent, the client's report and B's log.
+fn finish(
+    flood: Flood,
+    legit: LegitClient,
+    b: Daemon,
+) -> Result<(FloodReport, ClientReport, String)> {
+    let sent = flood.wait()?;
+    legit.stop();
+    let report = legit.join()?;
+    let log = b.log();
+    b.stop()?.ensure_success()?;
+    Ok((sent, report, log))
+}
+
+/// The kernel counters that would show flood SYNs reaching the server's stack.
+fn kernel_view(snmp: &Stats, synproxy: &Stats) -> String {
+    format!(
+        "{}; SYNPROXY {}",
+        snmp.show(&[
+            "TcpExtSyncookiesSent",
+            "TcpExtListenOverflows",
+            "TcpPassiveOpens"
+        ]),
+        synproxy.show(&["syn_received"])
+    )
 }
