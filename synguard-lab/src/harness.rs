@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::Result;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::bpffs::Bpffs;
 use crate::daemon::{Daemon, XdpMode, binary};
 use crate::server::{PayloadServer, Protocol};
 use crate::topology::{Family, Lab, vlan_supported};
@@ -173,5 +174,43 @@ impl Bench {
             server,
             lab,
         })
+    }
+}
+
+/// A lab whose server serves `port`, with a private bpffs for the daemon's pins (see
+/// [`Bpffs`]). Drops in field order: the server, the lab (and the daemons' interfaces), then
+/// the pins.
+pub struct PinnedBench {
+    _server: PayloadServer,
+    pub lab: Lab,
+    pub bpffs: Bpffs,
+    port: u16,
+}
+
+impl PinnedBench {
+    pub fn new(port: u16, payload_len: usize) -> Result<Self> {
+        let bpffs = Bpffs::mount()?;
+        let lab = Lab::new()?;
+        let server = PayloadServer::start(lab.server(), port, payload_len, Protocol::RequestFirst)?;
+        Ok(Self {
+            _server: server,
+            lab,
+            bpffs,
+            port,
+        })
+    }
+
+    /// A daemon protecting the port on the server's veth in `mode`, pinning under this bench's
+    /// bpffs, with `extra` arguments.
+    pub fn start(&self, mode: XdpMode, extra: &[&str]) -> Result<Daemon> {
+        let mut args = vec!["--pin-dir", self.bpffs.arg()];
+        args.extend_from_slice(extra);
+        Daemon::start(
+            self.lab.server(),
+            self.lab.server_iface().name(),
+            &self.port.to_string(),
+            mode,
+            &args,
+        )
     }
 }

@@ -17,10 +17,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, ensure};
 use serde_json::Value;
 use synguard_common::Counter;
-use synguard_lab::bpffs::Bpffs;
 use synguard_lab::daemon::{Daemon, XdpMode, run_once};
 use synguard_lab::flood::{Flood, FloodKind};
-use synguard_lab::harness::{self, Need, run_cases};
+use synguard_lab::harness::{self, Need, PinnedBench, run_cases};
 use synguard_lab::kernel::Counters;
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Family, Lab};
@@ -216,17 +215,10 @@ fn stats_json_matches_the_map_during_a_flood() {
         return;
     };
     run_cases("stats", ["IPv4 native, syncookies always"], |_| {
-        let bpffs = Bpffs::mount()?;
-        let lab = Lab::new()?;
-        let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+        let bench = PinnedBench::new(PORT, PAYLOAD)?;
+        let (lab, bpffs) = (&bench.lab, &bench.bpffs);
         let iface = lab.server_iface();
-        let daemon = Daemon::start(
-            lab.server(),
-            iface.name(),
-            &PORT.to_string(),
-            XdpMode::Native,
-            &["--pin-dir", bpffs.arg(), "--metrics-addr", "none"],
-        )?;
+        let daemon = bench.start(XdpMode::Native, &["--metrics-addr", "none"])?;
         let stats = |json: bool| -> Result<String> {
             let mut args = vec!["stats", "--iface", iface.name(), "--pin-dir", bpffs.arg()];
             args.extend(json.then_some("--json"));
@@ -238,7 +230,7 @@ fn stats_json_matches_the_map_during_a_flood() {
             serde_json::from_str(out.trim()).with_context(|| format!("stats --json printed {out}"))
         };
 
-        let flood = Flood::start(&lab, FloodKind::Syn, lab.server_ip(Family::V4), PORT, FLOOD)?;
+        let flood = Flood::start(lab, FloodKind::Syn, lab.server_ip(Family::V4), PORT, FLOOD)?;
         sleep(INTO_FLOOD - Duration::from_secs(1));
         let during = parse(&stats(true)?)?;
         let table = stats(false)?;
@@ -303,18 +295,12 @@ fn top_shows_a_flooding_source_blocked() {
         return;
     };
     run_cases("top", ["IPv4 native, --per-source-half-open 50"], |_| {
-        let bpffs = Bpffs::mount()?;
-        let lab = Lab::new()?;
-        let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+        let bench = PinnedBench::new(PORT, PAYLOAD)?;
+        let (lab, bpffs) = (&bench.lab, &bench.bpffs);
         let iface = lab.server_iface().name();
-        let mut daemon = Daemon::start(
-            lab.server(),
-            iface,
-            &PORT.to_string(),
+        let mut daemon = bench.start(
             XdpMode::Native,
             &[
-                "--pin-dir",
-                bpffs.arg(),
                 "--metrics-addr",
                 "none",
                 "--per-source-half-open",
@@ -326,7 +312,7 @@ fn top_shows_a_flooding_source_blocked() {
             ],
         )?;
         let flood =
-            Flood::single_source(&lab, FloodKind::Syn, lab.server_ip(Family::V4), PORT, FLOOD)?;
+            Flood::single_source(lab, FloodKind::Syn, lab.server_ip(Family::V4), PORT, FLOOD)?;
         sleep(INTO_FLOOD);
         let (ok, top) = run_once(
             lab.server(),

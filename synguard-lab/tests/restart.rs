@@ -15,14 +15,13 @@ use std::net::SocketAddr;
 
 use anyhow::{Result, ensure};
 use synguard_common::Counter;
-use synguard_lab::bpffs::Bpffs;
 use synguard_lab::client::{ClientConfig, ClientReport, LegitClient};
 use synguard_lab::daemon::{Daemon, XdpMode};
 use synguard_lab::flood::{Flood, FloodKind, FloodReport};
-use synguard_lab::harness::{self, Need, run_cases};
+use synguard_lab::harness::{self, Need, PinnedBench, run_cases};
 use synguard_lab::kernel::{self, Counters, Stats};
-use synguard_lab::server::{PayloadServer, Protocol};
-use synguard_lab::topology::{Family, Lab};
+use synguard_lab::server::Protocol;
+use synguard_lab::topology::Family;
 
 const PORT: u16 = 8080;
 const MODE: XdpMode = XdpMode::Native;
@@ -42,7 +41,7 @@ fn restart_during_a_flood_has_no_gap() {
     };
     run_cases("restart", [MODE.as_str()], |_| {
         let bench = RestartBench::new()?;
-        let lab = &bench.lab;
+        let lab = &bench.pinned.lab;
         let a = bench.start("keep", &[])?;
         let flood = bench.flood(FLOOD)?;
         let legit = bench.legit_client()?;
@@ -108,7 +107,7 @@ fn auto_mode_restart_keeps_the_cookie_ports() {
     };
     run_cases("restart auto", [MODE.as_str()], |_| {
         let bench = RestartBench::new()?;
-        let lab = &bench.lab;
+        let lab = &bench.pinned.lab;
         let auto = ["--syncookies", "auto", "--max-syn-backlog", "64"];
         let mut a = bench.start("keep", &auto)?;
         let flood = bench.flood(AUTO_FLOOD)?;
@@ -172,46 +171,32 @@ fn auto_mode_restart_keeps_the_cookie_ports() {
     });
 }
 
-/// What both restart tests run on: a lab whose server serves [`PORT`], and a private bpffs for
-/// the pins. Drops in field order: the lab (and its daemons' interfaces), then the pins.
+/// What both restart tests run on: a [`PinnedBench`] serving [`PORT`], daemons in [`MODE`].
 struct RestartBench {
-    lab: Lab,
-    _server: PayloadServer,
-    bpffs: Bpffs,
+    pinned: PinnedBench,
 }
 
 impl RestartBench {
     fn new() -> Result<Self> {
-        let bpffs = Bpffs::mount()?;
-        let lab = Lab::new()?;
-        let server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
         Ok(Self {
-            lab,
-            _server: server,
-            bpffs,
+            pinned: PinnedBench::new(PORT, PAYLOAD)?,
         })
     }
 
     /// A daemon protecting [`PORT`] with the shared pins, leaving them at exit or not.
     fn start(&self, on_exit: &str, extra: &[&str]) -> Result<Daemon> {
-        let mut args = vec!["--pin-dir", self.bpffs.arg(), "--on-exit", on_exit];
+        let mut args = vec!["--on-exit", on_exit];
         args.extend_from_slice(extra);
-        Daemon::start(
-            self.lab.server(),
-            self.lab.server_iface().name(),
-            &PORT.to_string(),
-            MODE,
-            &args,
-        )
+        self.pinned.start(MODE, &args)
     }
 
     fn target(&self) -> SocketAddr {
-        self.lab.server_addr(Family::V4, PORT)
+        self.pinned.lab.server_addr(Family::V4, PORT)
     }
 
     fn flood(&self, duration: Duration) -> Result<Flood> {
         Flood::start(
-            &self.lab,
+            &self.pinned.lab,
             FloodKind::Syn,
             self.target().ip(),
             PORT,
@@ -222,7 +207,7 @@ impl RestartBench {
     /// A legitimate client connecting every 20 ms until stopped.
     fn legit_client(&self) -> Result<LegitClient> {
         LegitClient::spawn(
-            self.lab.client(),
+            self.pinned.lab.client(),
             ClientConfig {
                 connections: usize::MAX,
                 ..ClientConfig::new(self.target(), Protocol::RequestFirst, PAYLOAD, 0)
