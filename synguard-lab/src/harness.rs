@@ -177,6 +177,15 @@ impl Bench {
     }
 }
 
+/// What a [`PinnedBench`] test that floods needs: the daemon, hping3 under `timeout`, and
+/// `mount` for the private bpffs.
+pub const PINNED_FLOOD_NEEDS: [Need; 4] = [
+    Need::Daemon,
+    Need::Tool("hping3"),
+    Need::Tool("timeout"),
+    Need::Tool("mount"),
+];
+
 /// A lab whose server serves `port`, with a private bpffs for the daemon's pins (see
 /// [`Bpffs`]). Drops in field order: the server, the lab (and the daemons' interfaces), then
 /// the pins.

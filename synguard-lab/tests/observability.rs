@@ -19,7 +19,7 @@ use serde_json::Value;
 use synguard_common::Counter;
 use synguard_lab::daemon::{Daemon, XdpMode, run_once};
 use synguard_lab::flood::{Flood, FloodKind};
-use synguard_lab::harness::{self, Need, PinnedBench, run_cases};
+use synguard_lab::harness::{self, Need, PINNED_FLOOD_NEEDS, PinnedBench, run_cases};
 use synguard_lab::kernel::Counters;
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Family, Lab};
@@ -203,15 +203,7 @@ fn metrics_move_during_a_flood_and_pass_promtool() {
 
 #[test]
 fn stats_json_matches_the_map_during_a_flood() {
-    let Some(_serial) = harness::start(
-        "observability stats",
-        &[
-            Need::Daemon,
-            Need::Tool("hping3"),
-            Need::Tool("timeout"),
-            Need::Tool("mount"),
-        ],
-    ) else {
+    let Some(_serial) = harness::start("observability stats", &PINNED_FLOOD_NEEDS) else {
         return;
     };
     run_cases("stats", ["IPv4 native, syncookies always"], |_| {
@@ -283,15 +275,7 @@ fn stats_json_matches_the_map_during_a_flood() {
 
 #[test]
 fn top_shows_a_flooding_source_blocked() {
-    let Some(_serial) = harness::start(
-        "observability top",
-        &[
-            Need::Daemon,
-            Need::Tool("hping3"),
-            Need::Tool("timeout"),
-            Need::Tool("mount"),
-        ],
-    ) else {
+    let Some(_serial) = harness::start("observability top", &PINNED_FLOOD_NEEDS) else {
         return;
     };
     run_cases("top", ["IPv4 native, --per-source-half-open 50"], |_| {

@@ -18,25 +18,19 @@ use synguard_common::Counter;
 use synguard_lab::client::{ClientConfig, ClientReport, LegitClient};
 use synguard_lab::daemon::{Daemon, XdpMode};
 use synguard_lab::flood::{Flood, FloodKind, FloodReport};
-use synguard_lab::harness::{self, Need, PinnedBench, run_cases};
+use synguard_lab::harness::{self, PINNED_FLOOD_NEEDS, PinnedBench, run_cases};
 use synguard_lab::kernel::{self, Counters, Stats};
 use synguard_lab::server::Protocol;
 use synguard_lab::topology::Family;
 
 const PORT: u16 = 8080;
 const MODE: XdpMode = XdpMode::Native;
-const NEEDS: [Need; 4] = [
-    Need::Daemon,
-    Need::Tool("hping3"),
-    Need::Tool("timeout"),
-    Need::Tool("mount"),
-];
 const PAYLOAD: usize = 10 * 1024;
 const FLOOD: Duration = Duration::from_secs(8);
 
 #[test]
 fn restart_during_a_flood_has_no_gap() {
-    let Some(_serial) = harness::start("restart", &NEEDS) else {
+    let Some(_serial) = harness::start("restart", &PINNED_FLOOD_NEEDS) else {
         return;
     };
     run_cases("restart", [MODE.as_str()], |_| {
@@ -102,7 +96,7 @@ const ADOPTED: &str = "starts with SYNs answered by XDP with cookies";
 
 #[test]
 fn auto_mode_restart_keeps_the_cookie_ports() {
-    let Some(_serial) = harness::start("restart auto", &NEEDS) else {
+    let Some(_serial) = harness::start("restart auto", &PINNED_FLOOD_NEEDS) else {
         return;
     };
     run_cases("restart auto", [MODE.as_str()], |_| {
