@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod flood;
 pub mod floodgen;
 pub mod harness;
+pub mod hostile;
 pub mod kernel;
 pub mod netns;
 pub mod packet;

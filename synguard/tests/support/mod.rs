@@ -2,8 +2,8 @@
 
 pub mod bench;
 pub mod client;
-pub mod corpus;
-pub mod frame;
-pub mod model;
 mod reply;
 pub mod strategies;
+
+// The corpus and the model live in the lab crate, whose veth test sends a sample of them.
+pub use synguard_lab::hostile::{corpus, frame, model};

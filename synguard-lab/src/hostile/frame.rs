@@ -173,6 +173,17 @@ impl Spec {
         }
     }
 
+    /// Puts a real link's MAC addresses in place of the built-in ones, keeping an address an
+    /// edit chose on purpose (a broadcast destination), so that the frame can cross that link.
+    pub fn on_link(&mut self, client_mac: [u8; 6], server_mac: [u8; 6]) {
+        if self.src_mac == CLIENT_MAC {
+            self.src_mac = client_mac;
+        }
+        if self.dst_mac == SERVER_MAC {
+            self.dst_mac = server_mac;
+        }
+    }
+
     pub fn v4(&mut self) -> Option<&mut V4> {
         match &mut self.ip {
             Ip::V4(v4) => Some(v4),
