@@ -35,6 +35,12 @@ impl XdpMode {
     }
 }
 
+impl std::fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The synguard binary: `$SYNGUARD_BIN`, else the newer of `target/release/synguard` and
 /// `target/debug/synguard` under `$CARGO_TARGET_DIR` or the workspace's `target/`.
 pub fn binary() -> Result<PathBuf> {
