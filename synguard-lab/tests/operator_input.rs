@@ -6,7 +6,7 @@
 //! without the syncookie helpers (`synguard` unit test `missing_helpers_are_named`: such a
 //! kernel cannot be made here); conflicts inside a config file (`config` unit tests).
 
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{PermissionsExt as _, symlink};
 use std::path::Path;
 
 use anyhow::{Context as _, Result, ensure};
@@ -158,7 +158,7 @@ fn bad_operator_input_is_refused_clearly() {
 }
 
 /// Malformed TOML, an unknown key and a bad value: `check-config` names the file, the line and
-/// the key.
+/// the key. A file others could write is refused with the fix.
 fn config_files(host: &Host) -> Result<()> {
     let dir = tempdir()?;
     for (name, text, expected) in [
@@ -180,6 +180,15 @@ fn config_files(host: &Host) -> Result<()> {
         host.refuses(&["check-config", file], expected)?;
         host.refuses(&["--config", file], expected)?;
     }
+    let shared = dir.join("shared.toml");
+    std::fs::write(&shared, "iface = [\"sgd0\"]\nports = [8080]\n")?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o666))?;
+    let shared = shared.to_str().context("temp path")?;
+    let refused = [
+        "is writable by its group and others (mode 0666)",
+        &format!("fix: chmod 600 {shared}"),
+    ];
+    host.refuses(&["--config", shared], &refused)?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs;
 use std::net::IpAddr;
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
@@ -22,6 +21,7 @@ use toml::Spanned;
 use crate::cli::{Cli, XdpMode, parse_port_range};
 use crate::metrics::MetricsAddr;
 use crate::ports::PortSet;
+use crate::private;
 
 /// Bounds shared by the flags (clap) and the file keys.
 pub mod bounds {
@@ -455,8 +455,7 @@ struct FileConfig {
 impl FileConfig {
     fn read(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = fs::read_to_string(path)
-            .map_err(|e| error(format!("reading config file {shown}: {e}")))?;
+        let text = private::read_trusted(path).map_err(|e| error(format!("config file {e}")))?;
         let mut config = Self {
             path: shown,
             text,
@@ -607,8 +606,7 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
 
 /// One CIDR per line; `#` starts a comment; blank lines are skipped.
 fn read_cidr_file(path: &Path, key: &str) -> Result<Vec<(IpNet, String)>, ConfigError> {
-    let text =
-        fs::read_to_string(path).map_err(|e| error(format!("{key} {}: {e}", path.display())))?;
+    let text = private::read_trusted(path).map_err(|e| error(format!("{key} {e}")))?;
     let mut nets = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let content = line.split('#').next().unwrap_or_default().trim();
@@ -624,6 +622,9 @@ fn read_cidr_file(path: &Path, key: &str) -> Result<Vec<(IpNet, String)>, Config
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
     use clap::Parser as _;
 
@@ -796,6 +797,27 @@ metrics_addr = "[::1]:9100"
             assert!(err.contains(expected), "{text:?}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn files_others_can_write_are_refused() {
+        let path = write("shared.toml", "iface = [\"a\"]\nports = [80]\n");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o664)).unwrap();
+        let err = Settings::check_file(&path).unwrap_err().to_string();
+        let shown = path.display();
+        assert!(
+            err.starts_with(&format!("config file {shown} is writable by its group")),
+            "{err}"
+        );
+        assert!(err.ends_with(&format!("fix: chmod 600 {shown}")), "{err}");
+        let list = write("allow-shared.txt", "10.0.0.0/8\n");
+        fs::set_permissions(&list, fs::Permissions::from_mode(0o666)).unwrap();
+        let list_arg = list.to_str().unwrap();
+        let cli = cli(&["--iface", "a", "--ports", "80", "--allow-file", list_arg]);
+        let err = Settings::load(&cli).unwrap_err().to_string();
+        assert!(err.contains("is writable by its group and others"), "{err}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Settings::check_file(&path).is_ok());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod nft;
 pub mod notify;
 pub mod pins;
 pub mod ports;
+pub mod private;
 pub mod report;
 pub mod snapshot;
 pub mod state;

@@ -33,6 +33,8 @@ use synguard_common::{MAP_COOKIE_PORTS, MAP_COUNTERS, MAP_PORT_LOAD, MAP_SOURCES
 use thiserror::Error;
 use tracing::warn;
 
+use crate::private;
+
 /// Where the pins go unless `--pin-dir` says otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/synguard";
 /// The maps pinned per interface: the state a restart keeps.
@@ -115,7 +117,7 @@ impl PinDir {
                 return Ok(None);
             }
         };
-        let created = fs::create_dir_all(root);
+        let created = private::create_dir(root);
         if !on_bpffs(root) {
             return Err(PinError::NotBpffs(root.to_owned()));
         }
@@ -146,7 +148,7 @@ impl PinDir {
     pub fn prepare(&self, ifaces: &[&str], object: &aya_obj::Object) -> Result<MapPins, PinError> {
         for iface in ifaces {
             let dir = self.iface_dir(iface);
-            fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
+            private::own_dir(&dir).map_err(io_error("creating", &dir))?;
         }
         let mut pins = MapPins::default();
         for name in PINNED_MAPS {

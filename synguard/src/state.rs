@@ -16,6 +16,8 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::private;
+
 pub const RUN_DIR: &str = "/run/synguard";
 /// Bumped when [`AttachState`] changes incompatibly.
 const STATE_VERSION: u32 = 1;
@@ -111,7 +113,7 @@ pub struct IfaceLock {
 impl IfaceLock {
     /// Takes the lock without waiting and writes our pid into the file.
     pub fn acquire(iface: &str) -> Result<Self, StateError> {
-        fs::create_dir_all(RUN_DIR).map_err(io_error("creating", Path::new(RUN_DIR)))?;
+        private::own_dir(Path::new(RUN_DIR)).map_err(io_error("creating", Path::new(RUN_DIR)))?;
         let netns = current_netns()?;
         let path = lock_path(netns, iface);
         let file = OpenOptions::new()

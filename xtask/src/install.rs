@@ -35,7 +35,7 @@ pub fn install() -> Result<()> {
     if Path::new(CONFIG).exists() {
         println!("kept {CONFIG} (exists; the default is packaging/synguard.toml)");
     } else {
-        install_file(&packaging.join("synguard.toml"), CONFIG, 0o644)?;
+        install_file(&packaging.join("synguard.toml"), CONFIG, 0o600)?;
     }
     println!(
         "edit {CONFIG} (iface, ports), then: systemctl daemon-reload && systemctl enable --now synguard"
