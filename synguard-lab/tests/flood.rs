@@ -133,9 +133,10 @@ fn syn_flood_is_absorbed_in_xdp() {
             report.successes()
         );
         // The bound is on connecting. A whole connection is ~25 segments through a
-        // veth ring that the flood sometimes overflows (the `veth drops` line): a lost data
-        // segment costs a retransmission timeout (>= 200 ms) without anything being wrong in
-        // synguard, so the whole-connection times are reported (summary) but not bounded.
+        // veth ring that a flood can overflow (the `veth drops` line; see the attacker's
+        // niceness in synguard_lab::flood): a lost data segment costs a retransmission
+        // timeout (>= 200 ms) with nothing wrong in synguard, so the whole-connection times
+        // are reported (summary) but not bounded.
         let slow = report.slower_than(|s: &Sample| s.connect, STALL);
         ensure!(
             slow == 0,
