@@ -221,6 +221,11 @@ impl Daemon {
         self.process.wait_for_line(needle, timeout)
     }
 
+    /// The daemon's pid (e.g. for `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         self.process.output()

@@ -109,6 +109,12 @@ impl Process {
             .context("spawning an output reader thread")
     }
 
+    /// The child's pid: the program itself, as `ip netns exec` and wrappers like `setpriv`
+    /// exec it rather than fork.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The captured output as one text, for messages.
     pub fn output(&self) -> String {
         self.log.lines().join("\n")

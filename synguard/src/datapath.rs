@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, MapData, PerCpuHashMap};
+use aya::maps::{Array, IterableMap as _, MapData, PerCpuHashMap};
 use ipnet::IpNet;
 use synguard_common::{
     DatapathConfig, MAP_CONFIG, MAP_COOKIE_PORTS, MAP_POLICY4, MAP_POLICY6, MAP_PORT_LOAD,
@@ -80,6 +80,18 @@ pub struct DatapathMaps {
 }
 
 impl DatapathMaps {
+    /// Every map with its name (see [`Datapath::map_views`](crate::loader::Datapath::map_views)).
+    pub(crate) fn named(&self) -> [(&'static str, &MapData); 6] {
+        [
+            (MAP_CONFIG, self.config.map()),
+            (self.ports.name, self.ports.map.map()),
+            (self.cookie_ports.name, self.cookie_ports.map.map()),
+            (MAP_PORT_LOAD, self.port_load.map()),
+            (MAP_POLICY4, self.policy4.map()),
+            (MAP_POLICY6, self.policy6.map()),
+        ]
+    }
+
     pub(crate) fn take(ebpf: &mut Ebpf) -> Result<Self, LoaderError> {
         let config: Array<MapData, DatapathConfig> =
             typed_map(ebpf.take_map(MAP_CONFIG), MAP_CONFIG)?;

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod pins;
 pub mod ports;
 pub mod private;
+pub mod privileges;
 pub mod report;
 pub mod snapshot;
 pub mod state;

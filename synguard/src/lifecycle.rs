@@ -27,6 +27,10 @@ pub struct Lifecycle {
     earlier: Option<AttachState>,
     state: AttachState,
     ifaces: Vec<String>,
+    /// [`Self::map_pins`] prepared pins with nothing to adopt: every pin is this run's.
+    made_pins: bool,
+    /// The start-up got as far as [`Self::record`]; before that, a drop undoes the pins.
+    recorded: bool,
 }
 
 impl Lifecycle {
@@ -73,6 +77,8 @@ impl Lifecycle {
             pins,
             earlier,
             ifaces: names,
+            made_pins: false,
+            recorded: false,
         })
     }
 
@@ -82,12 +88,13 @@ impl Lifecycle {
     }
 
     /// Which state maps to adopt or pin, for [`loader::Datapath::load_pinned`].
-    pub fn map_pins(&self) -> anyhow::Result<MapPins> {
+    pub fn map_pins(&mut self) -> anyhow::Result<MapPins> {
         let Some(pins) = &self.pins else {
             return Ok(MapPins::default());
         };
         let names: Vec<&str> = self.ifaces.iter().map(String::as_str).collect();
         let pins = pins.prepare(&names, &loader::object()?)?;
+        self.made_pins = !pins.adopted();
         if pins.adopted() {
             info!(
                 "adopting pinned maps: counters, per-source state and auto-mode cookie ports continue"
@@ -122,6 +129,7 @@ impl Lifecycle {
 
     /// Writes every interface's state file: the table and the sysctls to undo later.
     pub fn record(&mut self, sysctls: &SysctlGuard) -> anyhow::Result<()> {
+        self.recorded = true;
         self.state.nft_table = true;
         self.state.sysctls = sysctls.saved().to_vec();
         for iface in &self.ifaces {
@@ -161,5 +169,22 @@ impl Lifecycle {
         table_result?;
         sysctl_result?;
         Ok(())
+    }
+}
+
+impl Drop for Lifecycle {
+    /// A start-up that failed before [`Lifecycle::record`] removes the pins it made (the
+    /// directories and the maps aya pinned at load). Pins of an earlier synguard, or of
+    /// another version (refused by [`Self::map_pins`]), stay: a program may still run on them.
+    fn drop(&mut self) {
+        if self.recorded || !self.made_pins || self.earlier.is_some() {
+            return;
+        }
+        let Some(pins) = &self.pins else { return };
+        for iface in &self.ifaces {
+            if let Err(e) = pins.remove(iface) {
+                warn!("removing the pins of {iface} after a failed start: {e}");
+            }
+        }
     }
 }

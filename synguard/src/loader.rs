@@ -1,26 +1,30 @@
 //! Loads the embedded XDP object, fills its configuration maps and attaches it.
 
+use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::io;
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{MapData, MapError, PerCpuArray};
+use aya::maps::{HashMap, IterableMap as _, MapData, MapError, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode, xdp::XdpLink};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use synguard_common::{Counter, MAP_COUNTERS, MAP_POLICY4, MAP_POLICY6, PROGRAM_NAME};
+use synguard_common::{
+    Counter, MAP_COUNTERS, MAP_POLICY4, MAP_POLICY6, MAP_SOURCES, PROGRAM_NAME, SourceKey,
+    SourceState,
+};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::cli::XdpMode;
 use crate::datapath::{DatapathMaps, DatapathState};
 use crate::pins::{MapPins, PinDir, PinError};
+use crate::privileges;
 
 /// The XDP object built by build.rs (aya-build), embedded so the daemon is one file.
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/synguard"));
-
-const PRIVILEGE_HINT: &str = "run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON";
 
 #[derive(Debug, Error)]
 pub enum LoaderError {
@@ -28,8 +32,9 @@ pub enum LoaderError {
     UnknownInterface(String),
     #[error("interface `{name}` is given twice{}", same_as(name, first))]
     DuplicateInterface { name: String, first: String },
-    #[error("permission denied while {action}: {PRIVILEGE_HINT}")]
-    Permission { action: &'static str },
+    /// `hint` names the capabilities the process lacks ([`privileges::hint`]).
+    #[error("permission denied while {action}: {hint}")]
+    Permission { action: &'static str, hint: String },
     #[error("parsing the embedded eBPF object")]
     Object(#[source] EbpfError),
     #[error("the embedded eBPF object has no {kind} `{name}`")]
@@ -59,7 +64,7 @@ pub enum LoaderError {
     Verifier {
         io_error: io::Error,
         verifier_log: String,
-        hint: &'static str,
+        hint: String,
     },
     #[error("loading XDP program `{PROGRAM_NAME}`")]
     Load(#[source] ProgramError),
@@ -176,9 +181,7 @@ impl Datapath {
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| {
             if errno(&e) == Some(libc::EPERM) {
-                LoaderError::Permission {
-                    action: "creating the eBPF maps",
-                }
+                permission("creating the eBPF maps")
             } else {
                 LoaderError::Object(e)
             }
@@ -203,14 +206,12 @@ impl Datapath {
                 verifier_log,
             } => {
                 if io_error.raw_os_error() == Some(libc::EPERM) {
-                    LoaderError::Permission {
-                        action: "loading the XDP program",
-                    }
+                    permission("loading the XDP program")
                 } else {
                     let verifier_log = verifier_log.to_string();
                     LoaderError::Verifier {
                         io_error,
-                        hint: verifier_hint(&verifier_log),
+                        hint: verifier_hint(&verifier_log, &privileges::lacking()),
                         verifier_log,
                     }
                 }
@@ -234,6 +235,36 @@ impl Datapath {
     /// The maps the daemon writes.
     pub fn maps_mut(&mut self) -> &mut DatapathMaps {
         &mut self.maps
+    }
+
+    /// Read-only views of every map, by name, on duplicated descriptors of this process's own
+    /// maps ([`MapReader::of_maps`](crate::snapshot::MapReader::of_maps)). Looking the program's
+    /// maps up by id instead would need `CAP_SYS_ADMIN`, which the daemon does not have under
+    /// its systemd unit.
+    pub fn map_views(&self) -> Result<BTreeMap<String, MapData>, LoaderError> {
+        let sources = self.ebpf.map(MAP_SOURCES).ok_or(LoaderError::Missing {
+            kind: "map",
+            name: MAP_SOURCES,
+        })?;
+        let sources: HashMap<&MapData, SourceKey, SourceState> =
+            HashMap::try_from(sources).map_err(|e| map_error(MAP_SOURCES, e))?;
+        let mut named = self.maps.named().to_vec();
+        named.extend([
+            (MAP_COUNTERS, self.counters.map()),
+            (MAP_SOURCES, sources.map()),
+        ]);
+        named
+            .into_iter()
+            .map(|(name, data)| {
+                let view = data
+                    .fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(MapError::from)
+                    .and_then(MapData::from_fd);
+                Ok((name.to_owned(), view.map_err(|e| map_error(name, e))?))
+            })
+            .collect()
     }
 
     /// The kernel's id of the loaded program, for read-only views of its maps
@@ -483,11 +514,16 @@ pub(crate) fn check_len(name: &'static str, actual: u32, expected: u32) -> Resul
     }
 }
 
+fn permission(action: &'static str) -> LoaderError {
+    LoaderError::Permission {
+        action,
+        hint: privileges::hint(),
+    }
+}
+
 pub(crate) fn map_error(name: &'static str, source: MapError) -> LoaderError {
     if errno(&source) == Some(libc::EPERM) {
-        LoaderError::Permission {
-            action: "writing the eBPF maps",
-        }
+        permission("writing the eBPF maps")
     } else {
         LoaderError::Map { name, source }
     }
@@ -500,9 +536,7 @@ fn attach_error(iface: &Interface, mode: XdpMode, source: ProgramError) -> Loade
             LoaderError::NativeUnsupported { iface }
         }
         Some(libc::EBUSY | libc::EEXIST) => LoaderError::Busy { iface },
-        Some(libc::EPERM) => LoaderError::Permission {
-            action: "attaching XDP",
-        },
+        Some(libc::EPERM) => permission("attaching XDP"),
         _ => LoaderError::Attach {
             iface,
             mode,
@@ -524,13 +558,18 @@ fn errno(err: &(dyn StdError + 'static)) -> Option<i32> {
     None
 }
 
-/// Names the usual cause when the log shows one: an old kernel lacks a helper.
-fn verifier_hint(verifier_log: &str) -> &'static str {
+/// Names the usual cause when the log shows one: an old kernel lacks a helper; or the process
+/// lacks a capability the verifier checks (`lacking`: without `CAP_PERFMON` it refuses the
+/// program's stack reads at variable offsets).
+fn verifier_hint(verifier_log: &str, lacking: &[&str]) -> String {
     if verifier_log.contains("unknown func") || verifier_log.contains("invalid func") {
         ": this kernel lacks a BPF helper synguard needs (bpf_tcp_raw_gen_syncookie_ipv4/6, \
          bpf_tcp_raw_check_syncookie_ipv4/6 or bpf_loop: Linux 6.0 or newer)"
+            .to_owned()
+    } else if !lacking.is_empty() {
+        format!(": {}", privileges::hint())
     } else {
-        ""
+        String::new()
     }
 }
 
@@ -541,10 +580,18 @@ mod tests {
     #[test]
     fn missing_helpers_are_named() {
         assert!(
-            verifier_hint("0: (85) call unknown#204\ninvalid func unknown#204")
+            verifier_hint("0: (85) call unknown#204\ninvalid func unknown#204", &[])
                 .contains("Linux 6.0")
         );
-        assert_eq!(verifier_hint("R4 invalid zero-sized read"), "");
+        assert_eq!(verifier_hint("R4 invalid zero-sized read", &[]), "");
+    }
+
+    #[test]
+    fn a_missing_capability_is_named_with_a_verifier_rejection() {
+        // Only this process's own capabilities can be named; the test just checks the hint
+        // appears when some are lacking.
+        let hint = verifier_hint("R2 variable stack access prohibited", &["CAP_PERFMON"]);
+        assert!(hint.contains("CAP_PERFMON"), "{hint}");
     }
 
     #[test]

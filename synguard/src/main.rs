@@ -148,7 +148,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let program = datapath.program_id()?;
     if let Some(listener) = metrics_listener {
         info!("metrics at http://{}/metrics", listener.local_addr()?);
-        metrics::spawn(listener, Exporter::new(program, &names)?);
+        let reader = MapReader::of_maps(program, datapath.map_views()?)?;
+        metrics::spawn(listener, Exporter::new(reader, &names));
     }
     info!(
         "synguard ready: XDP on {} ({xdp_mode} mode), protecting TCP ports {ports}, syncookies {}",
@@ -159,8 +160,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let period = Duration::from_secs(settings.stats_interval);
     let on_exit = settings.on_exit;
     let mut control = Control::new(cli, settings);
+    let mut stats = Stats::new(MapReader::of_maps(program, datapath.map_views()?)?);
     let maps = datapath.maps_mut();
-    let mut stats = Stats::new(MapReader::of_program(program)?);
     notify::ready(&stats.status(control.settings().syncookies));
     let mut ticks = interval_at(Instant::now() + period, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

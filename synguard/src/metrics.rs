@@ -97,17 +97,17 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// An exporter for the maps of the loaded program `program`.
-    pub fn new(program: u32, ifaces: &[&str]) -> Result<Self, ReadError> {
+    /// An exporter reading the datapath's maps through `reader`.
+    pub fn new(reader: MapReader, ifaces: &[&str]) -> Self {
         let sock_diag = SockDiag::open()
             .map_err(|e| warn!("metrics: no sock_diag socket ({e}): no socket gauges"))
             .ok();
-        Ok(Self {
-            reader: MapReader::of_program(program)?,
+        Self {
+            reader,
             iface: ifaces.join(","),
             sock_diag: Mutex::new(sock_diag),
             samples: Mutex::new((None, None)),
-        })
+        }
     }
 
     fn sample(&self) {

@@ -262,7 +262,8 @@ impl MapReader {
         Ok((Self::of_program(program)?, iface))
     }
 
-    /// The maps of the loaded program with id `program`.
+    /// The maps of the loaded program with id `program`, looked up by id: needs `CAP_SYS_ADMIN`
+    /// (`synguard stats`, `synguard top`).
     pub fn of_program(program: u32) -> Result<Self, ReadError> {
         let info = loaded_programs()
             .filter_map(Result::ok)
@@ -285,6 +286,12 @@ impl MapReader {
                 found.insert(name, data);
             }
         }
+        Self::of_maps(program, found)
+    }
+
+    /// The maps of the loaded program with id `program`, given by name (see
+    /// [`Datapath::map_views`](crate::loader::Datapath::map_views)).
+    pub fn of_maps(program: u32, mut found: BTreeMap<String, MapData>) -> Result<Self, ReadError> {
         let mut take = |name: &'static str| -> Result<(Map, u32), ReadError> {
             let data = found
                 .remove(name)
