@@ -11,10 +11,16 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `src_reg` of a 64-bit immediate load whose immediate is a map's file descriptor.
+const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_XDP: u32 = 37;
 /// `BPF_F_TEST_XDP_LIVE_FRAMES`: frames the program returns XDP_TX/XDP_REDIRECT for are
 /// really transmitted.
@@ -26,6 +32,8 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 
 /// Helper ids (`enum bpf_func_id`).
+pub const HELPER_MAP_LOOKUP_ELEM: i32 = 1;
+pub const HELPER_KTIME_GET_NS: i32 = 5;
 pub const HELPER_GET_PRANDOM_U32: i32 = 7;
 
 /// Registers.
@@ -39,6 +47,8 @@ pub const R6: u8 = 6;
 pub const R7: u8 = 7;
 pub const R8: u8 = 8;
 pub const R9: u8 = 9;
+/// The read-only frame pointer.
+pub const R10: u8 = 10;
 
 /// One instruction word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,11 +70,13 @@ pub enum Size {
     B,
     H,
     W,
+    DW,
 }
 
 impl Size {
     const fn bits(self) -> u8 {
         match self {
+            Size::DW => 0x18,
             Size::W => 0x00,
             Size::H => 0x08,
             Size::B => 0x10,
@@ -79,6 +91,10 @@ pub mod asm {
     /// `dst = *(size *)(src + off)`
     pub const fn ldx(size: Size, dst: u8, src: u8, off: i16) -> Insn {
         insn(0x61 | size.bits(), dst, src, off, 0)
+    }
+    /// `*(size *)(dst + off) = imm`
+    pub const fn st(size: Size, dst: u8, off: i16, imm: i32) -> Insn {
+        insn(0x62 | size.bits(), dst, 0, off, imm)
     }
     /// `*(size *)(dst + off) = src`
     pub const fn stx(size: Size, dst: u8, off: i16, src: u8) -> Insn {
@@ -118,6 +134,26 @@ pub mod asm {
     /// `if dst > src goto +off` (unsigned).
     pub const fn jgt_reg(dst: u8, src: u8, off: i16) -> Insn {
         insn(0x2d, dst, src, off, 0)
+    }
+    /// `if dst >= src goto +off` (unsigned).
+    pub const fn jge_reg(dst: u8, src: u8, off: i16) -> Insn {
+        insn(0x3d, dst, src, off, 0)
+    }
+    /// `if dst == imm goto +off`.
+    pub const fn jeq(dst: u8, imm: i32, off: i16) -> Insn {
+        insn(0x15, dst, 0, off, imm)
+    }
+    /// `goto +off`.
+    pub const fn ja(off: i16) -> Insn {
+        insn(0x05, 0, 0, off, 0)
+    }
+    /// `dst = map` (the map's descriptor, which the verifier turns into its address): two
+    /// instruction words.
+    pub const fn ld_map_fd(dst: u8, fd: i32) -> [Insn; 2] {
+        [
+            insn(0x18, dst, super::BPF_PSEUDO_MAP_FD, 0, fd),
+            insn(0, 0, 0, 0, 0),
+        ]
     }
     pub const fn call(helper: i32) -> Insn {
         insn(0x85, 0, 0, 0, helper)
@@ -320,6 +356,75 @@ impl XdpProgram {
         sys_bpf(BPF_LINK_CREATE, &mut attr)
             .and_then(owned_fd)
             .with_context(|| format!("attaching XDP program {} to ifindex {ifindex}", self.name))
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// A one-slot array map of `N` bytes shared by a program and user space; freed when its
+/// descriptor and the programs using it are gone.
+pub struct ArrayMap<const N: usize> {
+    fd: OwnedFd,
+}
+
+impl<const N: usize> ArrayMap<N> {
+    pub fn create() -> Result<Self> {
+        let mut attr = MapCreateAttr {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size: u32::try_from(N)?,
+            max_entries: 1,
+        };
+        let fd = sys_bpf(BPF_MAP_CREATE, &mut attr)
+            .and_then(owned_fd)
+            .context("creating a BPF array map")?;
+        Ok(Self { fd })
+    }
+
+    /// The descriptor, for [`asm::ld_map_fd`].
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    fn elem(&self, cmd: libc::c_long, value: *mut u8) -> std::io::Result<libc::c_long> {
+        let key = 0u32;
+        let mut attr = MapElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            _pad: 0,
+            key: std::ptr::from_ref(&key) as u64,
+            value: value as u64,
+            flags: 0,
+        };
+        sys_bpf(cmd, &mut attr)
+    }
+
+    pub fn read(&self) -> Result<[u8; N]> {
+        let mut value = [0u8; N];
+        self.elem(BPF_MAP_LOOKUP_ELEM, value.as_mut_ptr())
+            .context("reading a BPF array map")?;
+        Ok(value)
+    }
+
+    pub fn write(&self, mut value: [u8; N]) -> Result<()> {
+        self.elem(BPF_MAP_UPDATE_ELEM, value.as_mut_ptr())
+            .context("writing a BPF array map")?;
+        Ok(())
     }
 }
 

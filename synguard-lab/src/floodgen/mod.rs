@@ -12,7 +12,10 @@
 //!   xdp-trafficgen does: a hand-assembled XDP program ([`generator_program`]) randomises
 //!   each frame in the kernel and returns XDP_TX, which test-run turns into a redirect out of
 //!   the interface. No skb is ever built on the sending side. The peer veth must have NAPI
-//!   (an XDP program or GRO enabled), or veth drops the frames.
+//!   (an XDP program or GRO enabled), or veth drops the frames. A paced flood is paced inside
+//!   the program ([`pacing`]): every test-run call waits for an RCU grace period (~30 ms
+//!   here, whatever the frame count), so pacing by sleeping between small calls tops out
+//!   at a few thousand frames per second.
 //! - [`Method::TxRing`]: AF_PACKET with a `PACKET_TX_RING` (TPACKET_V2) and
 //!   `PACKET_QDISC_BYPASS`, frames randomised in user space.
 //! - [`Method::Sendmmsg`]: AF_PACKET `sendmmsg` of 64 frames per call, qdisc bypassed.
@@ -33,7 +36,10 @@ use anyhow::{Context as _, Result, bail, ensure};
 use crate::craft::{L2, OptionStyle, Segment, TcpFrame, XorShift};
 use crate::flood::{FloodKind, FloodReport};
 use crate::netns::{Netns, PREFIX};
-use bpf::{HELPER_GET_PRANDOM_U32, Insn, R0, R2, R3, R7, R9, Size, XDP_TX, XdpProgram, asm::*};
+use bpf::{
+    ArrayMap, HELPER_GET_PRANDOM_U32, HELPER_KTIME_GET_NS, HELPER_MAP_LOOKUP_ELEM, Insn, R0, R1,
+    R2, R3, R7, R8, R9, R10, Size, XDP_DROP, XDP_TX, XdpProgram, asm::*,
+};
 
 /// How frames are transmitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,10 +204,6 @@ impl Layout {
         words
     }
 
-    fn end(&self) -> usize {
-        self.l4 + 20
-    }
-
     /// Varies `frame` (a copy of the template) like [`generator_program`] does.
     pub fn randomize(&self, frame: &mut [u8], rng: &mut XorShift) {
         for &(at, mask, base) in &self.src_words {
@@ -255,10 +257,98 @@ fn compensate(insns: &mut Vec<Insn>, words: &[usize], sum: u16, at: usize) {
     insns.push(stx(Size::H, R7, off(at), R3));
 }
 
-/// The live-frames generator: randomises source, source port, sequence (and acknowledgment)
-/// number of the frame exactly like [`Layout::randomize`] and returns XDP_TX.
-pub fn generator_program(layout: &Layout) -> Vec<Insn> {
-    let mut body = Vec::new();
+/// The paced generator's state, shared with user space: when the next frame is due
+/// (`bpf_ktime_get_ns` time), frames sent, and the most it may send.
+type PaceMap = ArrayMap<24>;
+const PACE_DUE: i16 = 0;
+const PACE_SENT: i16 = 8;
+const PACE_LIMIT: i16 = 16;
+/// How far behind a paced flood may fall (e.g. across the gap between two test-run calls)
+/// and then catch up at full speed: a burst of at most this long's worth of frames.
+const PACE_SLACK_NS: i32 = 200_000;
+
+/// Pacing of the live-frames generator.
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    /// The [`PaceMap`]'s descriptor.
+    pub map_fd: i32,
+    /// One frame per this many nanoseconds.
+    pub interval_ns: i32,
+}
+
+/// A token bucket in front of the generator: the frame goes out only when it is due (then
+/// the next one is due `interval_ns` later) and the limit is not reached; otherwise the
+/// program returns XDP_DROP, which costs the generator little. The flood is then even over
+/// time instead of bursts between calls. Uses r0-r3, r8, r9 and the stack's first word.
+pub fn pacing(pace: Pacing) -> Vec<Insn> {
+    let mut insns = vec![
+        call(HELPER_KTIME_GET_NS),
+        mov_reg(R9, R0),
+        mov(R1, 0),
+        stx(Size::W, R10, -4, R1),
+    ];
+    insns.extend(ld_map_fd(R1, pace.map_fd));
+    insns.extend([mov_reg(R2, R10), add(R2, -4), call(HELPER_MAP_LOOKUP_ELEM)]);
+    // Forward jumps to the drop at the end, patched once its place is known.
+    let mut to_drop = vec![insns.len()];
+    insns.extend([
+        jeq(R0, 0, 0),
+        mov_reg(R8, R0),
+        ldx(Size::DW, R1, R8, PACE_SENT),
+        ldx(Size::DW, R2, R8, PACE_LIMIT),
+    ]);
+    to_drop.push(insns.len());
+    insns.extend([jge_reg(R1, R2, 0), ldx(Size::DW, R1, R8, PACE_DUE)]);
+    to_drop.push(insns.len());
+    insns.extend([
+        // Not due yet.
+        jgt_reg(R1, R9, 0),
+        // Due: the next one is one interval later, counted from no further back than the
+        // slack.
+        mov_reg(R2, R9),
+        add(R2, -PACE_SLACK_NS),
+        jgt_reg(R1, R2, 1),
+        mov_reg(R1, R2),
+        add(R1, pace.interval_ns),
+        stx(Size::DW, R8, PACE_DUE, R1),
+        ldx(Size::DW, R1, R8, PACE_SENT),
+        add(R1, 1),
+        stx(Size::DW, R8, PACE_SENT, R1),
+        ja(2),
+    ]);
+    let drop = insns.len();
+    insns.extend([mov(R0, XDP_DROP as i32), exit()]);
+    for at in to_drop {
+        let off = i16::try_from(drop - at - 1).expect("short program");
+        insns[at] = Insn(insns[at].0 & !(0xffff << 16) | (u64::from(off as u16) << 16));
+    }
+    insns
+}
+
+/// Stores of `template` over the frame, 4 bytes at a time. Live frames are not reset between
+/// runs: a page comes back to the generator's pool with whatever the receiver wrote into it,
+/// e.g. synguard's XDP turns a SYN into its SYN-ACK in place, and sending that again would
+/// flood with the server's own SYN-ACKs.
+fn restore(template: &[u8]) -> Vec<Insn> {
+    let mut insns = Vec::new();
+    let mut at = 0;
+    for (size, n) in [(Size::W, 4), (Size::H, 2), (Size::B, 1)] {
+        while template.len() - at >= n {
+            let mut word = [0u8; 4];
+            word[..n].copy_from_slice(&template[at..at + n]);
+            insns.push(st(size, R7, off(at), i32::from_ne_bytes(word)));
+            at += n;
+        }
+    }
+    insns
+}
+
+/// The live-frames generator: writes the template (see [`restore`]), randomises source,
+/// source port, sequence (and acknowledgment) number exactly like [`Layout::randomize`] and
+/// returns XDP_TX, when `pace` lets it ([`pacing`]).
+pub fn generator_program(template: &[u8], layout: &Layout, pace: Option<Pacing>) -> Vec<Insn> {
+    let mut body = pace.map(pacing).unwrap_or_default();
+    body.extend(restore(template));
     for &(at, mask, base) in &layout.src_words {
         body.extend([
             call(HELPER_GET_PRANDOM_U32),
@@ -292,7 +382,7 @@ pub fn generator_program(layout: &Layout) -> Vec<Insn> {
         compensate(&mut body, &layout.ip_words(), layout.ip_sum, id);
     }
     bpf::program(
-        i32::try_from(layout.end()).unwrap_or(i32::MAX),
+        i32::try_from(template.len()).unwrap_or(i32::MAX),
         &body,
         XDP_TX,
     )
@@ -400,6 +490,8 @@ pub fn run(
 /// Frames per `BPF_PROG_TEST_RUN` call, and per batch inside it.
 const LIVE_CALL: u64 = 1 << 16;
 const LIVE_BATCH: u32 = 64;
+/// How long a paced call runs at most: each call's RCU grace period is a gap in the flood.
+const PACED_CALL: Duration = Duration::from_secs(1);
 
 fn live(
     spec: &FloodSpec,
@@ -408,22 +500,66 @@ fn live(
     ifindex: u32,
     stop: &AtomicBool,
 ) -> Result<u64> {
-    let prog = XdpProgram::load("sgl_flood", &generator_program(layout))?;
+    if let Some(rate) = spec.rate {
+        return live_paced(spec, rate, template, layout, ifindex, stop);
+    }
+    let prog = XdpProgram::load("sgl_flood", &generator_program(template, layout, None))?;
     let deadline = Instant::now() + spec.duration;
-    let pacer = Pacer::new(spec.rate);
-    // Paced floods send smaller bursts.
-    let per_call = match spec.rate {
-        Some(rate) => (rate / 2000).clamp(1, LIVE_CALL),
-        None => LIVE_CALL,
-    };
     let mut sent = 0u64;
     while sent < spec.count && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-        let n = per_call.min(spec.count - sent);
+        let n = LIVE_CALL.min(spec.count - sent);
         bpf::live_frames(prog.fd(), template, ifindex, u32::try_from(n)?, LIVE_BATCH)?;
         sent += n;
-        pacer.wait(sent);
     }
     Ok(sent)
+}
+
+/// Live frames at `rate`: calls of up to [`PACED_CALL`], sized by the program's runs per
+/// second so far; the program sends what is due and counts it.
+fn live_paced(
+    spec: &FloodSpec,
+    rate: u64,
+    template: &[u8],
+    layout: &Layout,
+    ifindex: u32,
+    stop: &AtomicBool,
+) -> Result<u64> {
+    ensure!(
+        (1..=1_000_000_000).contains(&rate),
+        "a paced flood needs 1 to 10^9 frames per second, not {rate}"
+    );
+    let map = PaceMap::create()?;
+    let mut state = [0u8; 24];
+    state[PACE_LIMIT as usize..].copy_from_slice(&spec.count.to_ne_bytes());
+    map.write(state)?;
+    let pace = Pacing {
+        map_fd: map.raw_fd(),
+        interval_ns: i32::try_from(1_000_000_000 / rate)?,
+    };
+    let prog = XdpProgram::load(
+        "sgl_flood_pace",
+        &generator_program(template, layout, Some(pace)),
+    )?;
+    let sent = || -> Result<u64> {
+        let state = map.read()?;
+        Ok(u64::from_ne_bytes(
+            state[PACE_SENT as usize..PACE_LIMIT as usize].try_into()?,
+        ))
+    };
+    let deadline = Instant::now() + spec.duration;
+    // A first guess of the program's runs per second; learned from every call.
+    let mut runs_per_second = 4_000_000f64;
+    loop {
+        let now = Instant::now();
+        if now >= deadline || stop.load(Ordering::Relaxed) || sent()? >= spec.count {
+            break;
+        }
+        let runs = (runs_per_second * (deadline - now).min(PACED_CALL).as_secs_f64())
+            .clamp(f64::from(LIVE_BATCH), f64::from(u32::MAX)) as u32;
+        bpf::live_frames(prog.fd(), template, ifindex, runs, LIVE_BATCH)?;
+        runs_per_second = f64::from(runs) / now.elapsed().as_secs_f64().max(1e-6);
+    }
+    sent()
 }
 
 use std::mem::size_of;
@@ -515,10 +651,35 @@ mod tests {
     }
 
     #[test]
+    fn pacing_jumps_to_its_drop_or_past_it() {
+        let insns = pacing(Pacing {
+            map_fd: 3,
+            interval_ns: 4000,
+        });
+        let drop = insns
+            .iter()
+            .position(|&i| i == mov(R0, XDP_DROP as i32))
+            .unwrap();
+        let target = |at: usize| at as i64 + 1 + i64::from((insns[at].0 >> 16) as u16 as i16);
+        let jumps: Vec<(u8, i64)> = (0..insns.len())
+            .filter(|&at| matches!(insns[at].0 as u8, 0x05 | 0x15 | 0x2d | 0x3d))
+            .map(|at| (insns[at].0 as u8, target(at)))
+            .collect();
+        // null value, limit reached, not due: to the drop; the slack clamp skips one
+        // instruction; a due frame goes on past the drop's exit.
+        assert_eq!(
+            jumps.iter().filter(|&&(_, t)| t == drop as i64).count(),
+            3,
+            "{jumps:?}"
+        );
+        assert!(jumps.contains(&(0x05, insns.len() as i64)), "{jumps:?}");
+    }
+
+    #[test]
     fn the_generator_program_is_straight_line_and_small() {
-        let (_, layout) = spec("2001:db8::", 64, "fd00:201::1", FloodKind::Ack, None)
+        let (template, layout) = spec("2001:db8::", 64, "fd00:201::1", FloodKind::Ack, None)
             .template()
             .unwrap();
-        assert!(generator_program(&layout).len() < 120);
+        assert!(generator_program(&template, &layout, None).len() < 120);
     }
 }
