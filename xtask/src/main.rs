@@ -40,8 +40,9 @@ enum Task {
         #[arg(long, default_value_t = 3)]
         seconds: u64,
     },
-    /// Datapath microbench, then the flood generators side by side:
-    /// target/bench/results.{md,json}.
+    /// Datapath microbench, the flood generators side by side, then the end-to-end scenarios
+    /// (kernel only, nft synproxy only, synguard native and skb) at the same flood rates:
+    /// target/bench/results.{md,json} and target/bench/e2e.svg.
     Bench {
         /// Seconds each flood generator runs.
         #[arg(long, default_value_t = 4)]
@@ -49,6 +50,15 @@ enum Task {
         /// Only the BPF_PROG_TEST_RUN microbench.
         #[arg(long)]
         micro_only: bool,
+        /// Only the end-to-end scenarios.
+        #[arg(long, conflicts_with = "micro_only")]
+        e2e_only: bool,
+        /// Seconds of flood per end-to-end scenario and rate.
+        #[arg(long, default_value_t = 5)]
+        e2e_seconds: u64,
+        /// Offered flood rates (SYN/s, `max`: as fast as the generator goes), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "250000,1000000,max")]
+        rates: Vec<bench::e2e::Rate>,
     },
     /// The demo: a SYN flood against a protected server in a namespace lab.
     Lab {
@@ -138,7 +148,16 @@ fn main() -> ExitCode {
         Task::Bench {
             seconds,
             micro_only,
-        } => bench::bench(seconds, micro_only),
+            e2e_only,
+            e2e_seconds,
+            rates,
+        } => bench::bench(&bench::BenchConfig {
+            gen_seconds: seconds,
+            micro_only,
+            e2e_only,
+            e2e_seconds,
+            rates,
+        }),
         Task::Lab { seconds, xdp_mode } => (if release_binary().is_file() {
             Ok(())
         } else {

@@ -2,7 +2,10 @@
 //! microbench + end-to-end scenarios), with their outputs: a markdown table,
 //! `target/bench/results.json` (a flat list of `{"name", "value", "unit"}`) and an SVG plot.
 
+mod cpu;
+pub mod e2e;
 pub mod generators;
+mod plot;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -155,30 +158,73 @@ fn write_results(metrics: &[Metric], markdown: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `cargo xtask bench`: the datapath microbench, then (unless `micro_only`) the flood
-/// generators side by side for `seconds` each; one lab turn for all of it.
-pub fn bench(seconds: u64, micro_only: bool) -> Result<()> {
-    let needs: &[Need] = if micro_only {
+/// What `cargo xtask bench` runs.
+pub struct BenchConfig {
+    /// Seconds each flood generator runs.
+    pub gen_seconds: u64,
+    /// Only the microbench.
+    pub micro_only: bool,
+    /// Only the end-to-end scenarios.
+    pub e2e_only: bool,
+    /// Seconds of flood per scenario and rate.
+    pub e2e_seconds: u64,
+    /// The offered flood rates.
+    pub rates: Vec<e2e::Rate>,
+}
+
+/// `cargo xtask bench`: the datapath microbench, the flood generators side by side, then the
+/// end-to-end scenarios; one lab turn for all of it.
+pub fn bench(config: &BenchConfig) -> Result<()> {
+    let needs: &[Need] = if config.micro_only {
         &[]
     } else {
         &[
+            Need::Daemon,
             Need::Tool("hping3"),
             Need::Tool("trafgen"),
             Need::Tool("taskset"),
+            Need::Tool("ethtool"),
+            Need::Tool("chrt"),
         ]
     };
+    if !config.micro_only {
+        // The scenarios run the release daemon.
+        crate::build()?;
+        // SAFETY: single-threaded still (no lab, no client yet).
+        unsafe { std::env::set_var("SYNGUARD_BIN", crate::release_binary()) };
+    }
     let _turn = lab_turn("xtask bench", needs)?;
-    let mut metrics = microbench()?;
-    let mut markdown = format!("## Datapath microbench\n\n{}", micro_table(&metrics));
-    if !micro_only {
-        let results = generators::compare(seconds.clamp(1, 60))?;
-        let gen_metrics = generators::report(&results);
+    let mut metrics = Vec::new();
+    let mut markdown = String::new();
+    if !config.e2e_only {
+        metrics = microbench()?;
+        markdown = format!("## Datapath microbench\n\n{}", micro_table(&metrics));
+    }
+    if !config.micro_only && !config.e2e_only {
+        let results = generators::compare(config.gen_seconds.clamp(1, 60))?;
         markdown.push_str("\n## Flood generators (one core into a veth)\n\n");
         markdown.push_str(&generators::table(&results));
-        metrics.extend(gen_metrics);
+        metrics.extend(generators::report(&results));
+    }
+    let mut runs = Vec::new();
+    if !config.micro_only {
+        runs = e2e::run(&config.rates, config.e2e_seconds.clamp(1, 60))?;
+        markdown.push_str(&format!(
+            "\n## End to end: {}-second SYN floods, generator on CPU {}, server receive path on CPU {}\n\n",
+            config.e2e_seconds.clamp(1, 60),
+            generators::GEN_CPU,
+            e2e::SERVER_CPU
+        ));
+        markdown.push_str(&e2e::table(&runs));
+        metrics.extend(e2e::metrics(&runs));
     }
     println!("\n{markdown}");
     let dir = write_results(&metrics, &markdown)?;
     println!("written: {0}/results.md, {0}/results.json", dir.display());
+    if !runs.is_empty() {
+        let svg = dir.join("e2e.svg");
+        plot::write(&runs, &svg)?;
+        println!("written: {}", svg.display());
+    }
     Ok(())
 }

@@ -1,0 +1,466 @@
+//! The end-to-end comparison: one lab, the same SYN flood at the same offered rates against
+//! four defenses of the same server, alternating (for each rate, every scenario in turn):
+//!
+//! - `kernel_only`: the kernel's own SYN cookies (`tcp_syncookies=1`; the lab routes the
+//!   flood's sources back to the client, so the kernel really answers them);
+//! - `synproxy_only`: nftables `synproxy` without XDP ([`SynproxyTable`]);
+//! - `synguard_native`, `synguard_skb`: the daemon (`--syncookies always`) in native and
+//!   generic XDP mode.
+//!
+//! The generator (floodgen's live frames, random sources) runs on [`GEN_CPU`], together with
+//! the client veth's receive path (the SYN-ACKs); the server veth's receive path runs in its
+//! threaded-NAPI kthread on [`SERVER_CPU`] (both kthreads pinned and `SCHED_FIFO`). The server's CPU time is read as described in
+//! [`super::cpu`]; a legitimate client connects every [`LEGIT_INTERVAL`] throughout each run.
+
+use std::fmt;
+use std::io::Write as _;
+use std::process::Stdio;
+use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use synguard_lab::client::{ClientConfig, ClientReport, LegitClient, Sample};
+use synguard_lab::daemon::{Daemon, XdpMode};
+use synguard_lab::floodgen::{self, Method};
+use synguard_lab::kernel::{self, link_stats};
+use synguard_lab::netns::Netns;
+use synguard_lab::server::{PayloadServer, Protocol};
+use synguard_lab::topology::{Family, Lab};
+
+use super::Metric;
+use super::cpu::{self, ServerCpu};
+use super::generators::{GEN_CPU, PORT, syn_spec};
+
+/// The CPU of the server's receive path.
+pub const SERVER_CPU: usize = 1;
+const PAYLOAD: usize = 1024;
+const LEGIT_INTERVAL: Duration = Duration::from_millis(10);
+/// Time for the previous scenario's leftovers (request sockets, queued frames) to go.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// A defense of the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    KernelOnly,
+    SynproxyOnly,
+    SynguardNative,
+    SynguardSkb,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [
+        Scenario::KernelOnly,
+        Scenario::SynproxyOnly,
+        Scenario::SynguardNative,
+        Scenario::SynguardSkb,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::KernelOnly => "kernel_only",
+            Scenario::SynproxyOnly => "synproxy_only",
+            Scenario::SynguardNative => "synguard_native",
+            Scenario::SynguardSkb => "synguard_skb",
+        }
+    }
+
+    /// Puts the defense in place on the lab's server; it stays until the result is dropped.
+    fn start(self, lab: &Lab) -> Result<Defense<'_>> {
+        let daemon = |mode| {
+            Daemon::start(
+                lab.server(),
+                lab.server_iface().name(),
+                &PORT.to_string(),
+                mode,
+                &["--metrics-addr", "none"],
+            )
+            .map(Defense::Daemon)
+        };
+        match self {
+            Scenario::KernelOnly => Ok(Defense::Kernel),
+            Scenario::SynproxyOnly => SynproxyTable::install(lab.server()).map(Defense::Synproxy),
+            Scenario::SynguardNative => daemon(XdpMode::Native),
+            Scenario::SynguardSkb => daemon(XdpMode::Skb),
+        }
+    }
+}
+
+/// What a scenario keeps running; removed when dropped (the daemon stops, the table goes).
+enum Defense<'a> {
+    Kernel,
+    Synproxy(SynproxyTable<'a>),
+    Daemon(Daemon),
+}
+
+impl Defense<'_> {
+    /// Ends the defense, failing if the daemon did not exit cleanly.
+    fn end(self) -> Result<()> {
+        match self {
+            Defense::Kernel => Ok(()),
+            // Dropping it deletes the table.
+            Defense::Synproxy(table) => {
+                drop(table);
+                Ok(())
+            }
+            Defense::Daemon(daemon) => daemon.stop()?.ensure_success(),
+        }
+    }
+}
+
+/// The textbook nftables synproxy table (SYNs untracked in raw prerouting, synproxy on
+/// untracked and invalid packets, other invalid ones dropped), plus synguard's raw-output
+/// `notrack` of synproxy's own handshake ACK, without which Linux ≥ 6.14 stalls a share of
+/// the connections for a second (README, "Why synguard's rules differ"): the latency column
+/// then shows the load, not that stall. IPv4 flood, so the IPv4 MSS.
+struct SynproxyTable<'a> {
+    netns: &'a Netns,
+}
+
+const SYNPROXY_TABLE: &str = "sgl_synproxy";
+
+impl<'a> SynproxyTable<'a> {
+    fn install(netns: &'a Netns) -> Result<Self> {
+        // Synproxy needs strict conntrack to see cookie ACKs as invalid. Per namespace: it
+        // goes with the lab.
+        kernel::set_sysctl(netns, "net.netfilter.nf_conntrack_tcp_loose", "0")?;
+        let rules = format!(
+            "table inet {SYNPROXY_TABLE} {{
+  chain prerouting {{
+    type filter hook prerouting priority raw;
+    tcp dport {PORT} tcp flags & (fin|syn|rst|ack) == syn notrack
+  }}
+  chain output {{
+    type filter hook output priority raw;
+    tcp dport {PORT} tcp flags & (fin|syn|rst|ack) == ack fib saddr type != local notrack
+  }}
+  chain input {{
+    type filter hook input priority filter;
+    iifname != \"lo\" tcp dport {PORT} ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+    iifname != \"lo\" tcp dport {PORT} ct state invalid drop
+  }}
+}}
+"
+        );
+        let mut child = netns
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting nft")?;
+        child
+            .stdin
+            .take()
+            .context("nft's stdin")?
+            .write_all(rules.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "nft refused the synproxy table: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(Self { netns })
+    }
+}
+
+impl Drop for SynproxyTable<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self
+            .netns
+            .exec("nft", &["delete", "table", "inet", SYNPROXY_TABLE])
+        {
+            eprintln!("cleanup: {e:#}");
+        }
+    }
+}
+
+/// An offered flood rate: frames per second, or as fast as the generator goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rate {
+    Pps(u64),
+    Max,
+}
+
+impl Rate {
+    fn limit(self) -> Option<u64> {
+        match self {
+            Rate::Pps(pps) => Some(pps),
+            Rate::Max => None,
+        }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rate::Pps(pps) => write!(f, "{pps}"),
+            Rate::Max => f.write_str("max"),
+        }
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "max" => Ok(Rate::Max),
+            _ => match s.parse::<u64>() {
+                Ok(pps) if pps > 0 => Ok(Rate::Pps(pps)),
+                _ => Err(format!("`{s}`: a rate is frames per second (> 0) or `max`")),
+            },
+        }
+    }
+}
+
+/// One scenario at one rate.
+pub struct Run {
+    pub scenario: Scenario,
+    pub rate: Rate,
+    /// Flood frames the generator sent, per second.
+    pub offered_pps: f64,
+    /// Frames the server's veth received, per second (the flood plus the legitimate client's
+    /// few hundred).
+    pub received_pps: f64,
+    /// The receive-path kthread and the server namespace's processes, per received frame.
+    pub cpu_ns_per_syn: f64,
+    /// The server CPU's busy time (`/proc/stat`), per received frame.
+    pub cpu_busy_ns_per_syn: f64,
+    /// The receive-path kthread and processes, as a share of one CPU.
+    pub server_cpu_percent: f64,
+    /// Frames the client's veth received, per second: the SYN-ACKs.
+    pub synack_pps: f64,
+    /// `TcpInSegs` of the server's kernel, per second.
+    pub tcp_in_segs_ps: f64,
+    pub legit: ClientReport,
+}
+
+impl Run {
+    fn connect(s: &Sample) -> Duration {
+        s.connect
+    }
+
+    pub fn legit_p50_ms(&self) -> f64 {
+        self.legit.percentile(Self::connect, 50.0).as_secs_f64() * 1e3
+    }
+
+    pub fn legit_p99_ms(&self) -> f64 {
+        self.legit.percentile(Self::connect, 99.0).as_secs_f64() * 1e3
+    }
+}
+
+/// Counters read before and after a flood.
+struct Reading {
+    at: Instant,
+    cpu: cpu::Sample,
+    server_rx: u64,
+    client_rx: u64,
+    tcp_in_segs: u64,
+}
+
+impl Reading {
+    fn take(lab: &Lab, server_cpu: &ServerCpu) -> Result<Self> {
+        Ok(Self {
+            at: Instant::now(),
+            cpu: server_cpu.sample()?,
+            server_rx: link_stats(lab.server_iface())?.get("rx_packets"),
+            client_rx: link_stats(lab.client_iface())?.get("rx_packets"),
+            tcp_in_segs: kernel::snmp(lab.server())?.get("TcpInSegs"),
+        })
+    }
+}
+
+/// Every scenario at every rate (ascending), `seconds` each, alternating.
+pub fn run(rates: &[Rate], seconds: u64) -> Result<Vec<Run>> {
+    let mut rates = rates.to_vec();
+    rates.sort_unstable();
+    rates.dedup();
+    let lab = Lab::new()?;
+    let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+    kernel::set_sysctl(lab.server(), "net.ipv4.tcp_syncookies", "1")?;
+    cpu::threaded_napi(lab.server(), lab.server_iface().name(), SERVER_CPU)?;
+    // The SYN-ACKs' receive path belongs to the generator's side.
+    cpu::threaded_napi(lab.client(), lab.client_iface().name(), GEN_CPU)?;
+    let mut runs = Vec::new();
+    for &rate in &rates {
+        for scenario in Scenario::ALL {
+            let run = one(&lab, scenario, rate, Duration::from_secs(seconds))
+                .with_context(|| format!("{} at {rate}", scenario.name()))?;
+            println!(
+                "e2e {:<16} {:>8}: offered {:>9.0}/s received {:>9.0}/s, server CPU {:>5.1}% = {:>6.0} ns/SYN ({:>6.0} by /proc/stat), SYN-ACKs {:>9.0}/s, TcpInSegs {:>9.0}/s, legit {}",
+                scenario.name(),
+                rate,
+                run.offered_pps,
+                run.received_pps,
+                run.server_cpu_percent,
+                run.cpu_ns_per_syn,
+                run.cpu_busy_ns_per_syn,
+                run.synack_pps,
+                run.tcp_in_segs_ps,
+                run.legit.summary()
+            );
+            runs.push(run);
+        }
+    }
+    Ok(runs)
+}
+
+fn one(lab: &Lab, scenario: Scenario, rate: Rate, duration: Duration) -> Result<Run> {
+    let defense = scenario.start(lab)?;
+    std::thread::sleep(SETTLE);
+    // An XDP attach or detach may recreate the NAPI instance and its kthread.
+    let napi_pid = cpu::napi_thread(lab.server_iface().name())?;
+    cpu::dedicate(napi_pid, SERVER_CPU)?;
+    let server_cpu = ServerCpu {
+        netns: lab.server(),
+        napi_pid,
+        cpu: SERVER_CPU,
+    };
+    let target = lab.server_addr(Family::V4, PORT);
+    let legit = LegitClient::spawn(
+        lab.client(),
+        ClientConfig::new(target, Protocol::RequestFirst, PAYLOAD, usize::MAX)
+            .interval(LEGIT_INTERVAL),
+    )?;
+    let before = Reading::take(lab, &server_cpu)?;
+    let flood = floodgen::run(
+        lab.client(),
+        lab.client_iface().name(),
+        &syn_spec(lab, Family::V4, rate.limit(), duration)?,
+        Method::LiveFrames,
+        &AtomicBool::new(false),
+    )?;
+    let after = Reading::take(lab, &server_cpu)?;
+    if std::env::var_os("SGL_DEBUG").is_some() {
+        for (ns, i) in [
+            (lab.server(), lab.server_iface()),
+            (lab.client(), lab.client_iface()),
+        ] {
+            eprintln!(
+                "{}",
+                ns.exec("ethtool", &["-S", i.name()]).unwrap_or_default()
+            );
+        }
+        if let Ok(c) = kernel::Counters::of(lab.server_iface()) {
+            eprintln!("counters: {c}");
+        }
+    }
+    legit.stop();
+    let legit = legit.join()?;
+    defense.end()?;
+
+    let seconds = (after.at - before.at).as_secs_f64();
+    let received = after.server_rx.saturating_sub(before.server_rx) as f64;
+    let threads = (after.cpu.threads - before.cpu.threads).as_nanos() as f64;
+    let busy = after.cpu.cpu.saturating_sub(before.cpu.cpu).as_nanos() as f64;
+    Ok(Run {
+        scenario,
+        rate,
+        offered_pps: flood.rate(),
+        received_pps: received / seconds,
+        cpu_ns_per_syn: threads / received.max(1.0),
+        cpu_busy_ns_per_syn: busy / received.max(1.0),
+        server_cpu_percent: 100.0 * threads / (seconds * 1e9),
+        synack_pps: after.client_rx.saturating_sub(before.client_rx) as f64 / seconds,
+        tcp_in_segs_ps: after.tcp_in_segs.saturating_sub(before.tcp_in_segs) as f64 / seconds,
+        legit,
+    })
+}
+
+/// Every figure of every run, `e2e.<scenario>.<rate>.*`, and `e2e.<scenario>.cpu_ns_per_syn`
+/// at the highest rate.
+pub fn metrics(runs: &[Run]) -> Vec<Metric> {
+    let mut metrics = Vec::new();
+    for r in runs {
+        let name = |what: &str| format!("e2e.{}.{}.{what}", r.scenario.name(), r.rate);
+        metrics.extend([
+            Metric::new(name("offered_pps"), r.offered_pps, "packets/s"),
+            Metric::new(name("received_pps"), r.received_pps, "packets/s"),
+            Metric::new(name("cpu_ns_per_syn"), r.cpu_ns_per_syn, "ns"),
+            Metric::new(name("cpu_busy_ns_per_syn"), r.cpu_busy_ns_per_syn, "ns"),
+            Metric::new(name("server_cpu_percent"), r.server_cpu_percent, "percent"),
+            Metric::new(name("synack_pps"), r.synack_pps, "packets/s"),
+            Metric::new(name("tcp_in_segs_ps"), r.tcp_in_segs_ps, "segments/s"),
+            Metric::new(
+                name("legit_success_percent"),
+                r.legit.success_percent(),
+                "percent",
+            ),
+            Metric::new(name("legit_p50_ms"), r.legit_p50_ms(), "ms"),
+            Metric::new(name("legit_p99_ms"), r.legit_p99_ms(), "ms"),
+        ]);
+    }
+    for r in highest(runs) {
+        metrics.push(Metric::new(
+            format!("e2e.{}.cpu_ns_per_syn", r.scenario.name()),
+            r.cpu_ns_per_syn,
+            "ns",
+        ));
+    }
+    if let Some(ratio) = kernel_ratio(runs) {
+        metrics.push(Metric::new(
+            "e2e.synguard_native.cpu_ratio_to_kernel_only",
+            ratio,
+            "ratio",
+        ));
+    }
+    metrics
+}
+
+/// The runs at the highest rate, one per scenario.
+fn highest(runs: &[Run]) -> impl Iterator<Item = &Run> {
+    let top = runs.iter().map(|r| r.rate).max();
+    runs.iter().filter(move |r| Some(r.rate) == top)
+}
+
+/// synguard native's CPU per SYN over kernel-only's, at the highest rate.
+fn kernel_ratio(runs: &[Run]) -> Option<f64> {
+    let at = |s: Scenario| {
+        highest(runs)
+            .find(|r| r.scenario == s)
+            .map(|r| r.cpu_ns_per_syn)
+    };
+    Some(at(Scenario::SynguardNative)? / at(Scenario::KernelOnly)?)
+}
+
+/// The runs as a markdown table, then the targets' reading at the highest rate.
+pub fn table(runs: &[Run]) -> String {
+    let mut md = String::from(
+        "| scenario | offered rate | sent/s | received/s | server CPU | CPU ns/SYN | CPU ns/SYN (/proc/stat) | SYN-ACKs/s at client | TcpInSegs/s | legit ok | legit p50 | legit p99 |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for r in runs {
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {:.1}% | {:.0} | {:.0} | {:.0} | {:.0} | {:.1}% ({}) | {:.2} ms | {:.2} ms |\n",
+            r.scenario.name(),
+            r.rate,
+            r.offered_pps,
+            r.received_pps,
+            r.server_cpu_percent,
+            r.cpu_ns_per_syn,
+            r.cpu_busy_ns_per_syn,
+            r.synack_pps,
+            r.tcp_in_segs_ps,
+            r.legit.success_percent(),
+            r.legit.attempts(),
+            r.legit_p50_ms(),
+            r.legit_p99_ms(),
+        ));
+    }
+    if let Some(ratio) = kernel_ratio(runs) {
+        md.push_str(&format!(
+            "\nAt the highest rate synguard (native XDP) costs the server {ratio:.3} × kernel-only's CPU per SYN (target ≤ 0.2)"
+        ));
+        if let Some(native) = highest(runs).find(|r| r.scenario == Scenario::SynguardNative) {
+            md.push_str(&format!(
+                "; legit p99 {:.2} ms (target ≤ 2 ms)",
+                native.legit_p99_ms()
+            ));
+        }
+        md.push_str(".\n");
+    }
+    md
+}

@@ -1,0 +1,105 @@
+//! The end-to-end plot: server CPU per flood SYN and legitimate connect p99 against the
+//! offered flood rate, one line per scenario. SVG only (plotters' SVG backend writes text as
+//! `<text>` elements, so no font library is needed).
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use plotters::coord::combinators::IntoLogRange;
+use plotters::prelude::*;
+
+use super::e2e::{Run, Scenario};
+
+const COLORS: [RGBColor; 4] = [
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0x2c, 0xa0, 0x2c),
+];
+
+/// One panel: `value` of every run against its offered rate (Mpps), log scale.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    runs: &[Run],
+    caption: &str,
+    y_label: &str,
+    value: fn(&Run) -> f64,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e| anyhow!("drawing the plot: {e:?}");
+    let points = |s: Scenario| -> Vec<(f64, f64)> {
+        runs.iter()
+            .filter(|r| r.scenario == s)
+            .map(|r| (r.offered_pps / 1e6, value(r).max(1e-3)))
+            .collect()
+    };
+    let ys = runs.iter().map(|r| value(r).max(1e-3));
+    let y_min = ys.clone().fold(f64::INFINITY, f64::min) / 2.0;
+    let y_max = ys.fold(0.0, f64::max) * 2.0;
+    let x_max = runs.iter().map(|r| r.offered_pps / 1e6).fold(0.0, f64::max) * 1.05;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            0.0..x_max.max(0.1),
+            (y_min..y_max.max(y_min * 10.0)).log_scale(),
+        )
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("offered flood (million SYN/s)")
+        .y_desc(y_label)
+        .draw()
+        .map_err(err)?;
+    for (scenario, color) in Scenario::ALL.into_iter().zip(COLORS) {
+        let points = points(scenario);
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(scenario.name())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Writes the two panels side by side to `path`.
+pub fn write(runs: &[Run], path: &Path) -> Result<()> {
+    let root = SVGBackend::new(path, (1100, 450)).into_drawing_area();
+    root.fill(&WHITE)
+        .map_err(|e| anyhow!("drawing the plot: {e:?}"))?;
+    let (left, right) = root.split_horizontally(550);
+    panel(
+        &left,
+        runs,
+        "server CPU per flood SYN",
+        "ns per SYN (log)",
+        |r| r.cpu_ns_per_syn,
+    )?;
+    panel(
+        &right,
+        runs,
+        "legitimate connect p99 under the flood",
+        "ms (log)",
+        Run::legit_p99_ms,
+    )?;
+    root.present()
+        .map_err(|e| anyhow!("writing {}: {e:?}", path.display()))
+}
