@@ -487,12 +487,48 @@ pub fn run(
     })
 }
 
-/// Frames per `BPF_PROG_TEST_RUN` call, and per batch inside it.
-const LIVE_CALL: u64 = 1 << 16;
+/// How long one `BPF_PROG_TEST_RUN` call runs at most, and frames per batch inside it. Each
+/// call ends with an RCU grace period (~30 ms here), a gap in the flood: calls of 65,536
+/// frames (33 ms at 2 Mpps) made the flood bursts of full speed with gaps as long between.
+const LIVE_CALL: Duration = Duration::from_secs(1);
 const LIVE_BATCH: u32 = 64;
-/// How long a paced call runs at most: each call's RCU grace period is a gap in the flood.
-const PACED_CALL: Duration = Duration::from_secs(1);
 
+/// A paced flood's map and its program's view of it.
+struct Pace {
+    map: PaceMap,
+    rate: u64,
+}
+
+impl Pace {
+    fn new(rate: u64, count: u64) -> Result<Self> {
+        ensure!(
+            (1..=1_000_000_000).contains(&rate),
+            "a paced flood needs 1 to 10^9 frames per second, not {rate}"
+        );
+        let map = PaceMap::create()?;
+        let mut state = [0u8; 24];
+        state[PACE_LIMIT as usize..].copy_from_slice(&count.to_ne_bytes());
+        map.write(state)?;
+        Ok(Self { map, rate })
+    }
+
+    fn pacing(&self) -> Result<Pacing> {
+        Ok(Pacing {
+            map_fd: self.map.raw_fd(),
+            interval_ns: i32::try_from(1_000_000_000 / self.rate)?,
+        })
+    }
+
+    fn sent(&self) -> Result<u64> {
+        let state = self.map.read()?;
+        Ok(u64::from_ne_bytes(
+            state[PACE_SENT as usize..PACE_LIMIT as usize].try_into()?,
+        ))
+    }
+}
+
+/// Calls of up to [`LIVE_CALL`], sized by the program's runs per second so far. Paced, the
+/// program decides which runs send a frame and counts them; unpaced, every run does.
 fn live(
     spec: &FloodSpec,
     template: &[u8],
@@ -500,66 +536,37 @@ fn live(
     ifindex: u32,
     stop: &AtomicBool,
 ) -> Result<u64> {
-    if let Some(rate) = spec.rate {
-        return live_paced(spec, rate, template, layout, ifindex, stop);
-    }
-    let prog = XdpProgram::load("sgl_flood", &generator_program(template, layout, None))?;
+    let pace = spec
+        .rate
+        .map(|rate| Pace::new(rate, spec.count))
+        .transpose()?;
+    let pacing = pace.as_ref().map(Pace::pacing).transpose()?;
+    let prog = XdpProgram::load("sgl_flood", &generator_program(template, layout, pacing))?;
     let deadline = Instant::now() + spec.duration;
-    let mut sent = 0u64;
-    while sent < spec.count && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-        let n = LIVE_CALL.min(spec.count - sent);
-        bpf::live_frames(prog.fd(), template, ifindex, u32::try_from(n)?, LIVE_BATCH)?;
-        sent += n;
-    }
-    Ok(sent)
-}
-
-/// Live frames at `rate`: calls of up to [`PACED_CALL`], sized by the program's runs per
-/// second so far; the program sends what is due and counts it.
-fn live_paced(
-    spec: &FloodSpec,
-    rate: u64,
-    template: &[u8],
-    layout: &Layout,
-    ifindex: u32,
-    stop: &AtomicBool,
-) -> Result<u64> {
-    ensure!(
-        (1..=1_000_000_000).contains(&rate),
-        "a paced flood needs 1 to 10^9 frames per second, not {rate}"
-    );
-    let map = PaceMap::create()?;
-    let mut state = [0u8; 24];
-    state[PACE_LIMIT as usize..].copy_from_slice(&spec.count.to_ne_bytes());
-    map.write(state)?;
-    let pace = Pacing {
-        map_fd: map.raw_fd(),
-        interval_ns: i32::try_from(1_000_000_000 / rate)?,
-    };
-    let prog = XdpProgram::load(
-        "sgl_flood_pace",
-        &generator_program(template, layout, Some(pace)),
-    )?;
-    let sent = || -> Result<u64> {
-        let state = map.read()?;
-        Ok(u64::from_ne_bytes(
-            state[PACE_SENT as usize..PACE_LIMIT as usize].try_into()?,
-        ))
-    };
-    let deadline = Instant::now() + spec.duration;
-    // A first guess of the program's runs per second; learned from every call.
+    // A first guess, then learned from every call.
     let mut runs_per_second = 4_000_000f64;
+    let mut ran = 0u64;
     loop {
+        let sent = pace.as_ref().map_or(Ok(ran), Pace::sent)?;
         let now = Instant::now();
-        if now >= deadline || stop.load(Ordering::Relaxed) || sent()? >= spec.count {
-            break;
+        if now >= deadline || stop.load(Ordering::Relaxed) || sent >= spec.count {
+            return Ok(sent);
         }
-        let runs = (runs_per_second * (deadline - now).min(PACED_CALL).as_secs_f64())
-            .clamp(f64::from(LIVE_BATCH), f64::from(u32::MAX)) as u32;
-        bpf::live_frames(prog.fd(), template, ifindex, runs, LIVE_BATCH)?;
-        runs_per_second = f64::from(runs) / now.elapsed().as_secs_f64().max(1e-6);
+        let mut runs = (runs_per_second * (deadline - now).min(LIVE_CALL).as_secs_f64())
+            .clamp(f64::from(LIVE_BATCH), f64::from(u32::MAX)) as u64;
+        if pace.is_none() {
+            runs = runs.min(spec.count - sent);
+        }
+        bpf::live_frames(
+            prog.fd(),
+            template,
+            ifindex,
+            u32::try_from(runs)?,
+            LIVE_BATCH,
+        )?;
+        ran += runs;
+        runs_per_second = runs as f64 / now.elapsed().as_secs_f64().max(1e-6);
     }
-    sent()
 }
 
 use std::mem::size_of;

@@ -53,6 +53,7 @@ where
         .configure_mesh()
         .x_desc("offered flood (million SYN/s)")
         .y_desc(y_label)
+        .y_label_formatter(&|v| format!("{v:.1}"))
         .draw()
         .map_err(err)?;
     for (scenario, color) in Scenario::ALL.into_iter().zip(COLORS) {
