@@ -4,7 +4,8 @@
 //! length the verifier can bound) and the option scan. Options are scanned one per `bpf_loop`
 //! step: the verifier checks the step once instead of unrolling every possible layout, so any
 //! order, NOP/EOL padding or unknown option is accepted (NOTES.md: an unrolled 12-step loop hit the
-//! 1M-instruction limit).
+//! 1M-instruction limit). SYNs without options and SYNs in Linux's layout skip the loop (see
+//! `SynHeader::canonical_layout`).
 use aya_ebpf::{cty::c_void, helpers::generated::bpf_loop};
 
 use crate::parse::TCP_MAX_HLEN;
@@ -65,6 +66,9 @@ impl SynHeader {
     /// Scans the options in `bytes[20..len]`.
     #[inline(always)]
     pub fn scan_options(&mut self) {
+        if self.canonical_layout() {
+            return;
+        }
         // SAFETY: the callback only touches `self` through the context pointer, and bpf_loop
         // calls it synchronously.
         unsafe {
@@ -74,6 +78,38 @@ impl SynHeader {
                 self as *mut Self as *mut c_void,
                 0,
             );
+        }
+    }
+
+    /// The fast path: what nearly every SYN carries, decoded without `bpf_loop` (whose
+    /// callback steps cost more than the rest of the option handling). No options at all
+    /// (hping3, most floods), or Linux's own layout: MSS, SACK-permitted (or two NOPs),
+    /// timestamps, NOP, window scale. Sets exactly what the general scan would; `false` leaves
+    /// `self` untouched for it.
+    #[inline(always)]
+    fn canonical_layout(&mut self) -> bool {
+        const MSS: [u8; 2] = [2, 4];
+        const SACK_PERM_TS: [u8; 4] = [TCPOPT_SACK_PERM, 2, TCPOPT_TIMESTAMP, 10];
+        const NOPS_TS: [u8; 4] = [TCPOPT_NOP, TCPOPT_NOP, TCPOPT_TIMESTAMP, 10];
+        const NOP_WSCALE: [u8; 3] = [TCPOPT_NOP, TCPOPT_WINDOW, 3];
+        match self.len {
+            20 => true,
+            40 => {
+                let b = &self.bytes;
+                let sack_ts = [b[24], b[25], b[26], b[27]];
+                if [b[20], b[21]] != MSS
+                    || [b[36], b[37], b[38]] != NOP_WSCALE
+                    || (sack_ts != SACK_PERM_TS && sack_ts != NOPS_TS)
+                {
+                    return false;
+                }
+                self.sack_permitted = sack_ts == SACK_PERM_TS;
+                self.tsval = u32::from_be_bytes([b[28], b[29], b[30], b[31]]);
+                self.timestamp = true;
+                self.wscale = b[39].min(TCP_MAX_WSCALE);
+                true
+            }
+            _ => false,
         }
     }
 
