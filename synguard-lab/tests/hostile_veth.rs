@@ -87,7 +87,7 @@ fn check(mode: XdpMode, sample: &[Case]) -> Result<()> {
     // The daemon runs with its default tunables and `--syncookies always`, the model's policy.
     // No ACK of the sample completes a cookie: the corpus's addresses are documentation ones
     // and nothing answers the SYN-ACKs, so an empty cookie book judges them.
-    let policy = Policy::new(&PROTECTED, DatapathConfig::DEFAULT);
+    let mut policy = Policy::new(&PROTECTED, DatapathConfig::DEFAULT);
     let cookies = CookieBook::default();
     let mut expected = vec![0u64; Counter::ALL.len()];
     let mut answered = 0;

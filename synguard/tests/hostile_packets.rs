@@ -10,14 +10,19 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use aya::programs::ProgramError;
+use clap::Parser as _;
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use synguard_common::{Counter, DatapathConfig};
+use synguard::cli::Cli;
+use synguard::config::Settings;
+use synguard::datapath::DatapathState;
+use synguard_common::{Counter, DatapathConfig, SyncookieMode};
 
 use support::bench::{Bench, running_as_root};
 use support::client;
 use support::corpus::{Case, JUMBO, PROTECTED, base, corpus};
 use support::frame::{ACK, Family, Ip, RST, Spec, TPID_8021AD, TPID_8021Q, opt};
+use support::model::{Listed, Policy};
 use support::strategies;
 
 /// Reply tunables unlike the defaults, to prove the program reads `SG_CONFIG`.
@@ -42,6 +47,59 @@ fn corpus_with_custom_config() {
     check_corpus(CUSTOM, |case| case.category != JUMBO);
 }
 
+/// Mode `off`: every SYN goes to the kernel, invalid ACKs pass.
+#[test]
+fn corpus_in_mode_off() {
+    let off = DatapathConfig {
+        syncookies: SyncookieMode::Off as u8,
+        ..DatapathConfig::DEFAULT
+    };
+    check_corpus(off, |case| case.category != JUMBO);
+}
+
+/// Mode `auto` before any port is under pressure: the kernel answers, invalid ACKs drop.
+#[test]
+fn corpus_in_mode_auto() {
+    let auto = DatapathConfig {
+        syncookies: SyncookieMode::Auto as u8,
+        ..DatapathConfig::DEFAULT
+    };
+    check_corpus(auto, |case| case.category != JUMBO);
+}
+
+/// Source lists, configured like an operator would (`--deny`, `--allow`): the corpus's IPv4
+/// client is in a denied /24, its IPv6 client allowed inside a denied /32 (the longest prefix
+/// wins).
+#[test]
+fn corpus_with_source_lists() {
+    if !running_as_root() {
+        return;
+    }
+    let ports: Vec<String> = PROTECTED.iter().map(u16::to_string).collect();
+    let args = [
+        "synguard",
+        "--iface",
+        "unused",
+        "--ports",
+        &ports.join(","),
+        "--deny",
+        "192.0.2.0/24,2001:db8::/32",
+        "--allow",
+        "2001:db8::1",
+    ];
+    let cli = Cli::try_parse_from(args).expect("the flags parse");
+    let settings = Settings::load(&cli).expect("valid settings");
+    let policy = Policy::new(&PROTECTED, settings.datapath)
+        .list("192.0.2.0".parse().unwrap(), 24, Listed::Deny)
+        .list("2001:db8::".parse().unwrap(), 32, Listed::Deny)
+        .list("2001:db8::1".parse().unwrap(), 128, Listed::Allow);
+    run_corpus(
+        Bench::with(&DatapathState::of(&settings), policy),
+        "source lists",
+        |case| case.category != JUMBO,
+    );
+}
+
 /// 9000-byte frames, judged like any other by the specification. BPF_PROG_TEST_RUN hands them
 /// to the program as multi-buffer packets (see [`JUMBO`]); this fails while the datapath
 /// judges such a packet by its linear part alone.
@@ -50,14 +108,22 @@ fn jumbo_frames() {
     check_corpus(DatapathConfig::DEFAULT, |case| case.category == JUMBO);
 }
 
-/// Every selected corpus frame agrees with the model; so does the client's ACK to every
-/// SYN-ACK, and that ACK carries a valid cookie.
+/// [`run_corpus`] on the program protecting [`PROTECTED`] with `config`.
 fn check_corpus(config: DatapathConfig, select: fn(&Case) -> bool) {
     if !running_as_root() {
         return;
     }
+    run_corpus(
+        Bench::load(&PROTECTED, config),
+        &format!("{config:?}"),
+        select,
+    );
+}
+
+/// Every selected corpus frame agrees with the model; so does the client's ACK to every
+/// SYN-ACK, and that ACK carries a valid cookie.
+fn run_corpus(mut bench: Bench, label: &str, select: fn(&Case) -> bool) {
     let started = Instant::now();
-    let mut bench = Bench::load(&PROTECTED, config);
     let all = corpus();
     assert!(all.len() >= 200, "only {} cases", all.len());
     let cases: Vec<Case> = all.into_iter().filter(select).collect();
@@ -88,7 +154,7 @@ fn check_corpus(config: DatapathConfig, select: fn(&Case) -> bool) {
         }
     }
     println!(
-        "corpus ({config:?}): {} frames {per_category:?}, {acks} completing ACKs, {:?}",
+        "corpus ({label}): {} frames {per_category:?}, {acks} completing ACKs, {:?}",
         cases.len(),
         started.elapsed()
     );
@@ -203,6 +269,137 @@ fn acks_to_our_syn_acks() {
     }
     println!("{runs} ACKs");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Per-source budgets (`--per-source-half-open 3 --per-source-invalid-ack 2`): completed
+/// handshakes give half-open budget back; the SYN that takes a source over its budget, and
+/// everything after it, drops; so does everything after the invalid ACK that takes a source
+/// over; sources are accounted per prefix (an IPv6 /64 shares one budget). In `off` the same
+/// frames are only counted.
+#[test]
+fn per_source_budgets() {
+    if !running_as_root() {
+        return;
+    }
+    use Counter::{
+        AckCookieInvalid as Invalid, AckCookieValid as Valid, DropSourceBlocked as Blocked,
+        SynCookieSent as Answered,
+    };
+    let budgets = DatapathConfig {
+        per_source_half_open: 3,
+        per_source_invalid_ack: 2,
+        ..DatapathConfig::DEFAULT
+    };
+    let off = DatapathConfig {
+        syncookies: SyncookieMode::Off as u8,
+        ..budgets
+    };
+    for family in [Family::V4, Family::V6] {
+        // `a` and `a2` share an IPv6 /64, not an IPv4 /32; `b` is elsewhere.
+        let (a, a2, b) = (
+            source(family, 0xa, 1),
+            source(family, 0xa, 2),
+            source(family, 0xb, 1),
+        );
+        let a2_after_block = if family == Family::V6 {
+            Blocked
+        } else {
+            Answered
+        };
+        let mut steps: Vec<(Step, [u8; 16], Counter)> = Vec::new();
+        for _ in 0..3 {
+            steps.push((Step::Handshake, a, Valid));
+        }
+        steps.extend([
+            (Step::Syn, a, Answered),
+            (Step::Syn, a, Answered),
+            (Step::Syn, a, Answered),
+            (Step::Syn, a, Blocked),
+            (Step::Syn, a, Blocked),
+            (Step::InvalidAck, a, Blocked),
+            (Step::Syn, a2, a2_after_block),
+            (Step::InvalidAck, b, Invalid),
+            (Step::InvalidAck, b, Invalid),
+            (Step::InvalidAck, b, Invalid),
+            (Step::Syn, b, Blocked),
+        ]);
+        for config in [budgets, off] {
+            let label = format!("{family:?} syncookies {}", config.syncookies);
+            let mut bench = Bench::load(&PROTECTED, config);
+            let before = bench.counters();
+            let mut outcomes = Vec::new();
+            for (i, (step, client, _)) in steps.iter().enumerate() {
+                let outcome = step
+                    .run(&mut bench, family, *client, 40_000 + i as u16)
+                    .unwrap_or_else(|d| panic!("{label}, step {i} ({step:?}):\n{d}"));
+                outcomes.push(outcome);
+            }
+            let counters = bench.counters().since(&before);
+            let blocks = counters.values()[Counter::SourceBlocks as usize];
+            if config.syncookies == SyncookieMode::Off as u8 {
+                assert!(!outcomes.contains(&Blocked), "{label}: {outcomes:?}");
+                assert_eq!(blocks, 0, "{label}");
+            } else {
+                let want: Vec<Counter> = steps.iter().map(|(_, _, want)| *want).collect();
+                assert_eq!(outcomes, want, "{label}");
+                assert_eq!(blocks, 2, "{label}: one block per source over a budget");
+            }
+        }
+    }
+}
+
+/// One step of [`per_source_budgets`].
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// A SYN; if answered, the client's completing ACK (whose outcome is the step's).
+    Handshake,
+    Syn,
+    /// A bare ACK that completes no cookie.
+    InvalidAck,
+}
+
+impl Step {
+    /// Runs the step from `client` port `sport`, checked against the model.
+    fn run(
+        self,
+        bench: &mut Bench,
+        family: Family,
+        client: [u8; 16],
+        sport: u16,
+    ) -> Result<Counter, Box<support::bench::Disagreement>> {
+        let mut spec = Spec::syn(family, &[], PROTECTED[0], &opt::linux(1460));
+        match &mut spec.ip {
+            Ip::V4(ip) => ip.src.copy_from_slice(&client[12..]),
+            Ip::V6(ip) => ip.src = client,
+        }
+        spec.tcp.sport = sport;
+        if let Step::InvalidAck = self {
+            spec.tcp.flags = ACK;
+            spec.tcp.ack = 0x0bad_0bad;
+        }
+        let verdict = bench.check(&spec.build())?;
+        match (self, verdict.reply) {
+            (Step::Handshake, Some(reply)) => {
+                Ok(bench.check(&client::ack_for(&reply).build())?.outcome)
+            }
+            _ => Ok(verdict.outcome),
+        }
+    }
+}
+
+/// Address `host` of network `net`: `192.0.2.<net><host>` (one nibble each) for IPv4,
+/// `2001:db8:0:<net>::<host>` for IPv6; IPv4 in the last four bytes.
+fn source(family: Family, net: u8, host: u8) -> [u8; 16] {
+    let mut addr = [0; 16];
+    match family {
+        Family::V4 => addr[12..].copy_from_slice(&[192, 0, 2, net << 4 | host]),
+        Family::V6 => {
+            addr[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+            addr[7] = net;
+            addr[15] = host;
+        }
+    }
+    addr
 }
 
 fn nudge(ack: &mut Spec, seq: i32, ack_delta: i32) {

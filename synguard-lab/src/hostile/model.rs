@@ -1,10 +1,12 @@
 //! Reference model of synguard's packet policy, written from the specification
-//! ("Hostile input"), not from the eBPF code: for any frame, the XDP action, the counters that
-//! move and, for a SYN, the SYN-ACK the program must send.
+//! ("Hostile input") and the README's operator controls (modes, source lists, per-source
+//! budgets), not from the eBPF code: for any frame, the XDP action, the counters that move and,
+//! for a SYN, the SYN-ACK the program must send.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 
-use synguard_common::{Counter, DatapathConfig};
+use synguard_common::{Counter, DatapathConfig, SyncookieMode};
 
 use super::frame::{ACK, CWR, ECE, FIN, Family, RST, SYN};
 
@@ -40,6 +42,8 @@ pub struct Expectation {
     pub options_fault: bool,
     /// A zero-window probe rewritten into its handshake ACK also counts `ack_probe_repaired`.
     pub probe_repaired: bool,
+    /// The frame took its source over a per-source budget: also counts `source_blocks`.
+    pub source_blocked: bool,
     pub reply: Option<SynAck>,
 }
 
@@ -50,7 +54,15 @@ impl Expectation {
             outcome,
             options_fault: false,
             probe_repaired: false,
+            source_blocked: false,
             reply: None,
+        }
+    }
+
+    fn drop(outcome: Counter) -> Self {
+        Self {
+            action: Action::Drop,
+            ..Self::pass(outcome)
         }
     }
 
@@ -64,6 +76,9 @@ impl Expectation {
         }
         if self.probe_repaired {
             deltas[Counter::AckProbeRepaired as usize] += 1;
+        }
+        if self.source_blocked {
+            deltas[Counter::SourceBlocks as usize] += 1;
         }
         deltas
     }
@@ -135,21 +150,62 @@ pub struct CookieInput {
     mss_index: u32,
 }
 
-/// The protected ports and tunables the program was loaded with.
+/// A source list entry (`--allow`, `--deny`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listed {
+    Allow,
+    Deny,
+}
+
+/// The protected ports, tunables and source lists the program was loaded with, and what it
+/// has counted per source since.
 pub struct Policy {
     ports: BTreeSet<u16>,
     config: DatapathConfig,
+    /// Ports whose SYNs XDP answers: every protected one in `always`; none in `off`, nor in
+    /// `auto` before the daemon switches a port under pressure.
+    cookie_ports: BTreeSet<u16>,
+    lists: Vec<(IpAddr, u8, Listed)>,
+    sources: HashMap<(bool, u128), SourceCount>,
+}
+
+/// One source prefix's counts (README, "Per-source limits"). The model keeps no clock: the
+/// frames of a test must fall into one one-second window, and no block may expire during it.
+#[derive(Default)]
+struct SourceCount {
+    /// SYNs minus completed handshakes.
+    half_open: u32,
+    invalid_acks: u32,
+    blocked: bool,
 }
 
 impl Policy {
+    /// `ports` protected in the mode of `config.syncookies`, no source lists.
     pub fn new(ports: &[u16], config: DatapathConfig) -> Self {
+        let ports: BTreeSet<u16> = ports.iter().copied().collect();
+        let cookie_ports = if config.syncookies == SyncookieMode::Always as u8 {
+            ports.clone()
+        } else {
+            BTreeSet::new()
+        };
         Self {
-            ports: ports.iter().copied().collect(),
+            ports,
             config,
+            cookie_ports,
+            lists: Vec::new(),
+            sources: HashMap::new(),
         }
     }
 
-    pub fn expect(&self, frame: &[u8], cookies: &CookieBook) -> Expectation {
+    /// Adds `addr/len` to the allow or deny list.
+    #[must_use]
+    pub fn list(mut self, addr: IpAddr, len: u8, listed: Listed) -> Self {
+        self.lists.push((addr, len, listed));
+        self
+    }
+
+    /// What the program does with `frame`, the frames before it having been judged in order.
+    pub fn expect(&mut self, frame: &[u8], cookies: &CookieBook) -> Expectation {
         let segment = match Segment::find(frame) {
             Ok(segment) => segment,
             Err(outcome) => return Expectation::pass(outcome),
@@ -157,29 +213,97 @@ impl Policy {
         if !self.ports.contains(&segment.tuple.dport) {
             return Expectation::pass(Counter::PassUnprotectedPort);
         }
-        let flags = segment.tcp[13];
-        if flags & (SYN | ACK | RST | FIN) == SYN {
-            self.answer(frame, &segment)
-        } else if flags & ACK != 0 && flags & SYN == 0 {
-            // A bare ACK one short of a completing ACK is a zero-window probe after a lost
-            // handshake ACK (our SYN-ACK announced window 0): the program repairs it.
-            let bare_ack = segment.payload_len == 0 && flags & (SYN | ACK | RST | FIN) == ACK;
-            if cookies.accepts(&segment, 0) {
-                Expectation::pass(Counter::AckCookieValid)
-            } else if bare_ack && cookies.accepts(&segment, 1) {
-                Expectation {
-                    probe_repaired: true,
-                    ..Expectation::pass(Counter::AckCookieValid)
-                }
-            } else {
-                Expectation {
+        // The lists apply to everything to a protected port, before any other check.
+        match self.listed(&segment.tuple.addrs) {
+            Some(Listed::Deny) => {
+                return Expectation {
                     action: Action::Drop,
-                    ..Expectation::pass(Counter::AckCookieInvalid)
-                }
+                    ..Expectation::pass(Counter::DropDenylisted)
+                };
             }
-        } else {
-            Expectation::pass(Counter::PassOtherFlags)
+            Some(Listed::Allow) => return Expectation::pass(Counter::PassAllowlisted),
+            None => {}
         }
+        // `off` only observes: it counts per source but blocks nobody and drops nothing.
+        let enforce = self.config.syncookies != SyncookieMode::Off as u8;
+        let (half_open_budget, invalid_ack_budget) = (
+            self.config.per_source_half_open,
+            self.config.per_source_invalid_ack,
+        );
+        let flags = segment.tcp[13];
+        let is_syn = flags & (SYN | ACK | RST | FIN) == SYN;
+        let is_ack = flags & ACK != 0 && flags & SYN == 0;
+        if !is_syn && !is_ack {
+            return Expectation::pass(Counter::PassOtherFlags);
+        }
+        let source = self.source(&segment.tuple.addrs);
+        // A blocked source's SYNs and new-connection ACKs drop (no socket matches the
+        // corpus's addresses, so every ACK here is a new-connection one).
+        if enforce && source.blocked {
+            return Expectation::drop(Counter::DropSourceBlocked);
+        }
+        if is_syn {
+            source.half_open = source.half_open.saturating_add(1);
+            if enforce && half_open_budget != 0 && source.half_open > half_open_budget {
+                source.blocked = true;
+                return Expectation {
+                    source_blocked: true,
+                    ..Expectation::drop(Counter::DropSourceBlocked)
+                };
+            }
+            return if self.cookie_ports.contains(&segment.tuple.dport) {
+                self.answer(frame, &segment)
+            } else {
+                Expectation::pass(Counter::SynToKernel)
+            };
+        }
+        // A bare ACK one short of a completing ACK is a zero-window probe after a lost
+        // handshake ACK (our SYN-ACK announced window 0): the program repairs it.
+        let bare_ack = segment.payload_len == 0 && flags & (SYN | ACK | RST | FIN) == ACK;
+        let probe = !cookies.accepts(&segment, 0) && bare_ack && cookies.accepts(&segment, 1);
+        if cookies.accepts(&segment, 0) || probe {
+            source.half_open = source.half_open.saturating_sub(1);
+            return Expectation {
+                probe_repaired: probe,
+                ..Expectation::pass(Counter::AckCookieValid)
+            };
+        }
+        source.invalid_acks = source.invalid_acks.saturating_add(1);
+        let over = enforce && invalid_ack_budget != 0 && source.invalid_acks > invalid_ack_budget;
+        source.blocked |= over;
+        let judged = if enforce {
+            Expectation::drop(Counter::AckCookieInvalid)
+        } else {
+            Expectation::pass(Counter::AckInvalidPassed)
+        };
+        Expectation {
+            source_blocked: over,
+            ..judged
+        }
+    }
+
+    /// The counts of the source prefix (`source_prefix4/6` long) holding the client.
+    fn source(&mut self, addrs: &Addrs) -> &mut SourceCount {
+        let (client, len) = match *addrs {
+            Addrs::V4 { src, .. } => (IpAddr::from(src), self.config.source_prefix4),
+            Addrs::V6 { src, .. } => (IpAddr::from(src), self.config.source_prefix6),
+        };
+        let key = (client.is_ipv4(), bits(client) & mask(len));
+        self.sources.entry(key).or_default()
+    }
+
+    /// The list of the longest prefix holding the client's address (lists never hold one
+    /// prefix twice).
+    fn listed(&self, addrs: &Addrs) -> Option<Listed> {
+        let source: IpAddr = match *addrs {
+            Addrs::V4 { src, .. } => src.into(),
+            Addrs::V6 { src, .. } => src.into(),
+        };
+        self.lists
+            .iter()
+            .filter(|(net, len, _)| contains(*net, *len, source))
+            .max_by_key(|(_, len, _)| *len)
+            .map(|(_, _, listed)| *listed)
     }
 
     fn answer(&self, frame: &[u8], segment: &Segment<'_>) -> Expectation {
@@ -220,6 +344,7 @@ impl Policy {
             outcome: Counter::SynCookieSent,
             options_fault: offered.fault,
             probe_repaired: false,
+            source_blocked: false,
             reply: Some(SynAck {
                 len: segment.l3 + ip_len + tcp_len,
                 l2,
@@ -486,6 +611,24 @@ impl CookieBook {
             })
         })
     }
+}
+
+/// An address's bits, most significant first (IPv4 in the top 32).
+fn bits(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)) << 96,
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// The first `len` bits.
+fn mask(len: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
+}
+
+/// Whether `net/len` holds `addr` (same family, the first `len` bits equal).
+fn contains(net: IpAddr, len: u8, addr: IpAddr) -> bool {
+    net.is_ipv4() == addr.is_ipv4() && (bits(net) ^ bits(addr)) & mask(len) == 0
 }
 
 fn be16(bytes: &[u8], at: usize) -> u16 {

@@ -53,13 +53,21 @@ pub struct Run {
 }
 
 impl Bench {
+    /// The program protecting `ports` with `config`, judged by the model of the same.
     pub fn load(ports: &[u16], config: DatapathConfig) -> Self {
         let ranges: Vec<_> = ports.iter().map(|&port| port..=port).collect();
-        let datapath = Datapath::load(&DatapathState::new(config, PortSet::new(&ranges)))
-            .unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
+        let state = DatapathState::new(config, PortSet::new(&ranges));
+        Self::with(&state, Policy::new(ports, config))
+    }
+
+    /// The program loaded with `state` (as the daemon would), judged by `policy`, which the
+    /// caller builds from the same settings.
+    pub fn with(state: &DatapathState, policy: Policy) -> Self {
+        let datapath =
+            Datapath::load(state).unwrap_or_else(|e| panic!("loading the XDP program: {e}"));
         Self {
             datapath,
-            policy: Policy::new(ports, config),
+            policy,
             cookies: CookieBook::default(),
             outcomes: BTreeMap::new(),
         }
