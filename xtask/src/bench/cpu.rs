@@ -15,6 +15,7 @@
 //! generator's own thread, a compiler), their 256-frame veth rings overflow while they wait,
 //! and the scenarios measure the scheduler instead of the defense.
 
+use std::mem::size_of;
 use std::path::Path;
 use std::time::Duration;
 
@@ -91,6 +92,48 @@ fn runtime(pid: u32) -> Result<Duration> {
         }
     }
     Ok(Duration::from_nanos(ns))
+}
+
+/// Runs `f` on a new thread pinned to `cpu` (`sched_setaffinity`); threads and processes it
+/// starts inherit the affinity.
+pub fn on_cpu<T: Send>(cpu: usize, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: cpu_set_t is plain data; CPU_SET indexes inside it.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .with_context(|| format!("pinning to CPU {cpu}"));
+                }
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("a thread pinned to CPU {cpu} panicked"))?
+    })
+}
+
+/// Runs `f` on a new thread at nice 19, so that everything else on its CPU goes first; threads
+/// it starts inherit the nice value.
+pub fn in_background<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: plain syscalls; on Linux the nice value of PRIO_PROCESS `tid` is the
+            // thread's own.
+            let ret = unsafe {
+                let tid = libc::gettid();
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
+            };
+            if ret != 0 {
+                return Err(std::io::Error::last_os_error()).context("setting nice 19");
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("a background thread panicked"))?
+    })
 }
 
 /// The pids of the processes in `netns` (`ip netns pids`).

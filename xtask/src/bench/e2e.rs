@@ -7,9 +7,12 @@
 //! - `synguard_native`, `synguard_skb`: the daemon (`--syncookies always`) in native and
 //!   generic XDP mode.
 //!
-//! The generator (floodgen's live frames, random sources) runs on [`GEN_CPU`], together with
-//! the client veth's receive path (the SYN-ACKs); the server veth's receive path runs in its
-//! threaded-NAPI kthread on [`SERVER_CPU`] (both kthreads pinned and `SCHED_FIFO`). The server's CPU time is read as described in
+//! The server veth's receive path (XDP, the IP/TCP stack, nftables, the SYN-ACKs' transmit)
+//! runs in its threaded-NAPI kthread alone on [`SERVER_CPU`]; everything else runs on
+//! [`GEN_CPU`]: the generator (floodgen's live frames, random sources, at nice 19), the
+//! client veth's receive path (the SYN-ACKs; both kthreads pinned and `SCHED_FIFO`), the
+//! legitimate client, the payload server's threads and the daemon. `SGL_DEBUG=1` prints the
+//! veths' and synguard's counters after each run. The server's CPU time is read as described in
 //! [`super::cpu`]; a legitimate client connects every [`LEGIT_INTERVAL`] throughout each run.
 
 use std::fmt;
@@ -273,8 +276,15 @@ impl Reading {
     }
 }
 
-/// Every scenario at every rate (ascending), `seconds` each, alternating.
+/// Every scenario at every rate (ascending), `seconds` each, alternating. Everything but the
+/// server's receive path runs on [`GEN_CPU`]: the legitimate client, the payload server's
+/// threads and the daemon (whose CPU time is counted wherever it runs), and the generator at
+/// nice 19, so that the client's side answers promptly and the flood takes what is left.
 pub fn run(rates: &[Rate], seconds: u64) -> Result<Vec<Run>> {
+    cpu::on_cpu(GEN_CPU, || run_all(rates, seconds))
+}
+
+fn run_all(rates: &[Rate], seconds: u64) -> Result<Vec<Run>> {
     let mut rates = rates.to_vec();
     rates.sort_unstable();
     rates.dedup();
@@ -326,13 +336,16 @@ fn one(lab: &Lab, scenario: Scenario, rate: Rate, duration: Duration) -> Result<
             .interval(LEGIT_INTERVAL),
     )?;
     let before = Reading::take(lab, &server_cpu)?;
-    let flood = floodgen::run(
-        lab.client(),
-        lab.client_iface().name(),
-        &syn_spec(lab, Family::V4, rate.limit(), duration)?,
-        Method::LiveFrames,
-        &AtomicBool::new(false),
-    )?;
+    let spec = syn_spec(lab, Family::V4, rate.limit(), duration)?;
+    let flood = cpu::in_background(|| {
+        floodgen::run(
+            lab.client(),
+            lab.client_iface().name(),
+            &spec,
+            Method::LiveFrames,
+            &AtomicBool::new(false),
+        )
+    })?;
     let after = Reading::take(lab, &server_cpu)?;
     if std::env::var_os("SGL_DEBUG").is_some() {
         for (ns, i) in [
