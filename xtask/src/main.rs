@@ -57,7 +57,11 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         e2e_seconds: u64,
         /// Offered flood rates (SYN/s, `max`: as fast as the generator goes), comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "250000,500000,1000000,max")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "250000,500000,1000000,max"
+        )]
         rates: Vec<bench::e2e::Rate>,
     },
     /// The demo: a SYN flood against a protected server in a namespace lab.
