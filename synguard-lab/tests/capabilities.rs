@@ -3,8 +3,9 @@
 //! `packaging/systemd/synguard.service`: `CapabilityBoundingSet=` and `AmbientCapabilities=`),
 //! under `setpriv` with the `noroot` securebit so that being uid 0 grants nothing more: it
 //! attaches, answers SYNs with XDP cookies (legitimate connections complete through them),
-//! pins its state in directories only it can read, and cleans up at exit. Without any one of
-//! those capabilities the start fails with an error naming it, and leaves nothing behind.
+//! pins its state in directories only it can read, is restarted adopting its pins, and cleans
+//! up at exit. Without any one of those capabilities the start fails with an error naming it,
+//! and leaves nothing behind.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt as _;
@@ -12,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
+use nix::sys::signal::Signal;
 use synguard_common::Counter;
 use synguard_lab::client::{self, ClientConfig};
 use synguard_lab::daemon::{READY_LINE, binary};
@@ -33,6 +35,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// The daemon's lock and state directory (`synguard::state::RUN_DIR`).
 const RUN_DIR: &str = "/run/synguard";
+/// The daemon's line when it swaps its program into a pinned link.
+const ADOPTED: &str = "pinned link adopted";
 const NEEDS: [Need; 4] = [
     Need::Daemon,
     Need::Tool("setpriv"),
@@ -73,8 +77,8 @@ fn setpriv_list(caps: &BTreeSet<String>) -> String {
     std::iter::once("-all".to_owned()).chain(names).collect()
 }
 
-/// Starts the daemon on the bench's server veth holding exactly `caps`.
-fn start_with(bench: &PinnedBench, caps: &BTreeSet<String>) -> Result<Process> {
+/// Starts the daemon on the bench's server veth holding exactly `caps`, with `extra` flags.
+fn start_with(bench: &PinnedBench, caps: &BTreeSet<String>, extra: &[&str]) -> Result<Process> {
     let list = setpriv_list(caps);
     let mut cmd = bench.lab.server().command("setpriv");
     cmd.arg(format!("--bounding-set={list}"))
@@ -85,7 +89,8 @@ fn start_with(bench: &PinnedBench, caps: &BTreeSet<String>) -> Result<Process> {
         .arg(binary()?)
         .args(["--iface", bench.lab.server_iface().name()])
         .args(["--ports", &PORT.to_string(), "--xdp-mode", "native"])
-        .args(["--syncookies", "always", "--pin-dir", bench.bpffs.arg()]);
+        .args(["--syncookies", "always", "--pin-dir", bench.bpffs.arg()])
+        .args(extra);
     Process::spawn("synguard", cmd)
 }
 
@@ -135,6 +140,45 @@ fn ensure_clean(bench: &PinnedBench) -> Result<()> {
     Ok(())
 }
 
+/// Legitimate connections through the daemon in both families move its cookie counters.
+fn serves(bench: &PinnedBench) -> Result<Counters> {
+    let iface = bench.lab.server_iface();
+    let before = Counters::of(iface)?;
+    for family in Family::ALL {
+        let report = client::run(
+            bench.lab.client(),
+            ClientConfig::new(
+                bench.lab.server_addr(family, PORT),
+                Protocol::RequestFirst,
+                PAYLOAD,
+                CONNECTIONS,
+            ),
+        )?;
+        ensure!(
+            report.successes() == CONNECTIONS,
+            "{family}: {}",
+            report.summary()
+        );
+    }
+    let moved = Counters::of(iface)?.since(&before);
+    let handshakes = (CONNECTIONS * Family::ALL.len()) as u64;
+    ensure!(
+        moved.get(Counter::SynCookieSent) >= handshakes
+            && moved.get(Counter::AckCookieValid) >= handshakes,
+        "{handshakes} connections, but the counters moved {moved}"
+    );
+    Ok(moved)
+}
+
+fn stop(mut daemon: Process) -> Result<()> {
+    let status = daemon.stop(Signal::SIGTERM, STOP_GRACE)?;
+    ensure!(status.success(), "exit {status}:\n{}", daemon.output());
+    Ok(())
+}
+
+/// A first daemon starts, serves and exits leaving its protection pinned (`--on-exit keep`);
+/// a second adopts the pins and swaps its program into the pinned link, serves, and removes
+/// everything at exit. Both hold exactly the unit's capabilities.
 #[test]
 fn the_units_capabilities_are_enough() {
     let Some(_serial) = harness::start("capabilities", &NEEDS) else {
@@ -143,42 +187,17 @@ fn the_units_capabilities_are_enough() {
     run_cases("capabilities", ["the unit's set"], |_| {
         let caps = unit_set()?;
         let bench = PinnedBench::new(PORT, PAYLOAD)?;
-        let mut daemon = start_with(&bench, &caps)?;
-        daemon.wait_for_line(READY_LINE, START_TIMEOUT)?;
+        let iface = bench.lab.server_iface();
+        let mut first = start_with(&bench, &caps, &["--on-exit", "keep"])?;
+        first.wait_for_line(READY_LINE, START_TIMEOUT)?;
         for field in ["CapEff", "CapPrm", "CapBnd"] {
-            let held = process_capabilities(daemon.pid(), field)?;
+            let held = process_capabilities(first.pid(), field)?;
             ensure!(
                 held == caps,
                 "the daemon's {field} is {held:?}, not {caps:?}"
             );
         }
-
-        let iface = bench.lab.server_iface();
-        let before = Counters::of(iface)?;
-        for family in Family::ALL {
-            let report = client::run(
-                bench.lab.client(),
-                ClientConfig::new(
-                    bench.lab.server_addr(family, PORT),
-                    Protocol::RequestFirst,
-                    PAYLOAD,
-                    CONNECTIONS,
-                ),
-            )?;
-            ensure!(
-                report.successes() == CONNECTIONS,
-                "{family}: {}",
-                report.summary()
-            );
-        }
-        let moved = Counters::of(iface)?.since(&before);
-        let handshakes = (CONNECTIONS * Family::ALL.len()) as u64;
-        ensure!(
-            moved.get(Counter::SynCookieSent) >= handshakes
-                && moved.get(Counter::AckCookieValid) >= handshakes,
-            "{handshakes} connections, but the counters moved {moved}"
-        );
-
+        let moved = serves(&bench)?;
         let pins = bench.bpffs.path().join(iface.name());
         for dir in [pins.as_path(), Path::new(RUN_DIR)] {
             let mode = mode(dir)?;
@@ -188,10 +207,19 @@ fn the_units_capabilities_are_enough() {
                 dir.display()
             );
         }
+        stop(first)?;
+        ensure!(
+            xdp_prog_id(iface)?.is_some(),
+            "--on-exit keep left no XDP program on {}",
+            iface.name()
+        );
 
-        let status = daemon.stop(nix::sys::signal::Signal::SIGTERM, STOP_GRACE)?;
-        ensure!(status.success(), "exit {status}:\n{}", daemon.output());
-        println!("with {caps:?} only: {moved}");
+        let mut second = start_with(&bench, &caps, &[])?;
+        second.wait_for_line(READY_LINE, START_TIMEOUT)?;
+        second.wait_for_line(ADOPTED, START_TIMEOUT)?;
+        serves(&bench)?;
+        stop(second)?;
+        println!("with {caps:?} only: {moved}; restarted with the pins adopted");
         ensure_clean(&bench)
     });
 }
@@ -206,7 +234,7 @@ fn each_capability_is_needed() {
         let mut fewer = caps.clone();
         fewer.remove(missing);
         let bench = PinnedBench::new(PORT, PAYLOAD)?;
-        let mut daemon = start_with(&bench, &fewer)?;
+        let mut daemon = start_with(&bench, &fewer, &[])?;
         let Some(status) = daemon.wait_timeout(START_TIMEOUT)? else {
             bail!(
                 "still running after {START_TIMEOUT:?}:\n{}",
