@@ -55,7 +55,7 @@ fn mss(family: Family, (mss4, mss6): (u16, u16)) -> u16 {
     }
 }
 
-/// Connections to `port` must work and every SYN-ACK must be an XDP cookie one (window 0)
+/// Connections to `port` must work and their SYN-ACKs must be XDP cookie ones (window 0)
 /// announcing `expected` as MSS.
 fn xdp_answers(lab: &Lab, family: Family, port: u16, expected: u16) -> Result<()> {
     let before = Counters::of(lab.server_iface())?;
@@ -72,19 +72,20 @@ fn xdp_answers(lab: &Lab, family: Family, port: u16, expected: u16) -> Result<()
         "port {port}: {:?}",
         report.failures
     );
+    // A SYN whose 4-tuple the server still holds (TIME_WAIT of an earlier connection on a
+    // reused source port) is the kernel's to answer by design (`syn_known_socket`); every
+    // other SYN-ACK must be XDP's (window 0) with the expected MSS.
+    let (from_xdp, from_kernel): (Vec<_>, Vec<_>) = synacks.iter().partition(|s| s.window == 0);
+    let shown: Vec<_> = synacks.iter().map(|s| (s.window, s.mss())).collect();
     ensure!(
         synacks.len() >= PROBES
-            && synacks
-                .iter()
-                .all(|s| s.window == 0 && s.mss() == Some(expected)),
-        "port {port}: SYN-ACKs are not XDP's with MSS {expected}: {:?}",
-        synacks
-            .iter()
-            .map(|s| (s.window, s.mss()))
-            .collect::<Vec<_>>()
+            && !from_xdp.is_empty()
+            && from_xdp.iter().all(|s| s.mss() == Some(expected))
+            && from_kernel.len() as u64 <= delta.get(Counter::SynKnownSocket),
+        "port {port}: SYN-ACKs (window, MSS) are not XDP's with MSS {expected}: {shown:?}; {delta}"
     );
     ensure!(
-        delta.get(Counter::SynCookieSent) >= PROBES as u64,
+        delta.get(Counter::SynCookieSent) >= from_xdp.len() as u64,
         "port {port}: syn_cookie_sent did not move: {delta}"
     );
     println!(
