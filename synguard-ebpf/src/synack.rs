@@ -1,6 +1,7 @@
 //! Answers a SYN with a SYN-ACK whose sequence number is a SYN cookie, sent back with XDP_TX.
 //!
-//! The reply is assembled on the stack and written over the packet with `bpf_xdp_store_bytes`.
+//! The reply is assembled on the stack and written over the packet (plain stores for the usual
+//! header lengths, `bpf_xdp_store_bytes` otherwise).
 //! When it is longer than the SYN (hping3's 54-byte SYNs have no options, the reply carries MSS),
 //! the packet grows at the head: XDP guarantees headroom, not tailroom (NOTES.md: growing the
 //! tail aborted most of a real flood). A shorter reply trims the tail.
@@ -37,6 +38,30 @@ const TS_OPT_SACK: u32 = 1 << 4;
 const TS_OPT_ECN: u32 = 1 << 5;
 const TS_OPT_MASK: u32 = 0x3f;
 
+/// Copies `len` packet bytes at `offset` into `buf`: for the lengths listed (those a header of
+/// this kind nearly always has) with plain loads from the packet, a fixed-size copy the verifier
+/// follows; otherwise, or if those bytes are not in the frame's linear part, with [`load`].
+/// The helper call costs more than the copy (about 25 ns each in the microbench).
+macro_rules! copy_in {
+    ($ctx:expr, $offset:expr, $buf:expr, $len:expr, [$($n:literal),+]) => {
+        match $len {
+            $($n if read_fixed::<$n, _>($ctx, $offset, $buf) => Some(()),)+
+            len => load($ctx, $offset, $buf, len),
+        }
+    };
+}
+
+/// Writes `buf[..len]` to the packet at `offset`; like [`copy_in`], with [`store`] as the
+/// fallback.
+macro_rules! copy_out {
+    ($ctx:expr, $offset:expr, $buf:expr, $len:expr, [$($n:literal),+]) => {
+        match $len {
+            $($n if write_fixed::<$n, _>($ctx, $offset, $buf) => Some(()),)+
+            len => store($ctx, $offset, $buf, len),
+        }
+    };
+}
+
 /// Builds and emits the SYN-ACK. Returns the XDP action and the counter for it.
 ///
 /// A BPF subprogram of its own, like the per-source and socket lookups: inlined into one frame
@@ -56,7 +81,8 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> Op
         return None;
     }
     let mut syn = SynHeader::new(tcp_len);
-    load(ctx, pkt.l4_off, &mut syn.bytes, tcp_len)?;
+    // 20: no options (hping3, most floods); 40: Linux's options.
+    copy_in!(ctx, pkt.l4_off, &mut syn.bytes, tcp_len, [20, 40])?;
     syn.scan_options();
     if syn.malformed {
         crate::counters::count(Counter::MalformedTcpOptions);
@@ -67,7 +93,7 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> Op
         return None;
     }
     let mut l2 = [0u8; L2_BUF_LEN];
-    load(ctx, 0, &mut l2, l2_len)?;
+    copy_in!(ctx, 0, &mut l2, l2_len, [14, 18, 22])?;
     // Back to the sender: swap destination and source MAC, keep VLAN tags and ethertype.
     for i in 0..6 {
         l2.swap(i, i + 6);
@@ -115,9 +141,15 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> Op
     tcp[16..18].copy_from_slice(&check.to_be_bytes());
 
     resize(ctx, pkt.frame_len, pkt.l2_len + ip_len + tcp_reply_len)?;
-    store(ctx, 0, &l2, l2_len)?;
-    store(ctx, pkt.l2_len, &ip, ip_len as u32)?;
-    store(ctx, pkt.l2_len + ip_len, &tcp, tcp_reply_len as u32)
+    copy_out!(ctx, 0, &l2, l2_len, [14, 18, 22])?;
+    copy_out!(ctx, pkt.l2_len, &ip, ip_len as u32, [20, 40])?;
+    copy_out!(
+        ctx,
+        pkt.l2_len + ip_len,
+        &tcp,
+        tcp_reply_len as u32,
+        [24, 36, 40]
+    )
 }
 
 /// Length of our TCP header: options depend only on what the client offered.
@@ -245,6 +277,42 @@ fn resize(ctx: &XdpContext, frame_len: usize, new_len: usize) -> Option<()> {
         }
     };
     (err == 0).then_some(())
+}
+
+/// `buf[..M] = packet[offset..offset + M]` if those bytes are in the linear part.
+#[inline(always)]
+fn read_fixed<const M: usize, const N: usize>(
+    ctx: &XdpContext,
+    offset: usize,
+    buf: &mut [u8; N],
+) -> bool {
+    const { assert!(M <= N) };
+    match ptr_at::<[u8; M]>(ctx, offset) {
+        Some(src) => {
+            // SAFETY: bounds-checked by ptr_at.
+            buf[..M].copy_from_slice(unsafe { &*src });
+            true
+        }
+        None => false,
+    }
+}
+
+/// `packet[offset..offset + M] = buf[..M]` if those bytes are in the linear part.
+#[inline(always)]
+fn write_fixed<const M: usize, const N: usize>(
+    ctx: &XdpContext,
+    offset: usize,
+    buf: &[u8; N],
+) -> bool {
+    const { assert!(M <= N) };
+    match ptr_at::<[u8; M]>(ctx, offset) {
+        Some(dst) => {
+            // SAFETY: bounds-checked by ptr_at; the packet is ours to rewrite.
+            unsafe { &mut *(dst as *mut [u8; M]) }.copy_from_slice(&buf[..M]);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Copies `len` packet bytes at `offset` into `buf`.
