@@ -1,4 +1,5 @@
-//! A pass-through XDP program for the client end of the veth pair.
+//! XDP programs the lab attaches itself: a pass-through one for the client end of the veth
+//! pair, and any other (the benchmark's floors).
 //!
 //! XDP_TX on a veth queues the frame on the peer's receive ring, but the kernel only schedules
 //! the peer's NAPI poll when the *peer* has an XDP program (`veth_xdp_flush` checks
@@ -16,19 +17,29 @@ use std::os::fd::OwnedFd;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::floodgen::bpf::{R0, XDP_PASS, XdpProgram, asm};
+use crate::floodgen::bpf::{Insn, R0, XDP_PASS, XdpProgram, asm};
 use crate::netns::Netns;
 
-/// An attached pass-through program; detached on drop.
-pub struct PassProgram {
+/// An XDP program attached in driver (native) mode through a BPF link; detached on drop.
+pub struct NativeProgram {
     _link: OwnedFd,
 }
 
-impl PassProgram {
-    /// Attaches the program in driver (native) mode to `iface` in `netns`.
-    pub fn attach(netns: &Netns, iface: &str) -> Result<Self> {
-        let prog = XdpProgram::load("sgl_nap", &[asm::mov(R0, XDP_PASS as i32), asm::exit()])
-            .context("loading the pass-through XDP program")?;
+impl NativeProgram {
+    /// The pass-through program on `iface` in `netns`.
+    pub fn pass(netns: &Netns, iface: &str) -> Result<Self> {
+        Self::attach(
+            netns,
+            iface,
+            "sgl_nap",
+            &[asm::mov(R0, XDP_PASS as i32), asm::exit()],
+        )
+    }
+
+    /// Loads `insns` as `name` and attaches them to `iface` in `netns`.
+    pub fn attach(netns: &Netns, iface: &str, name: &str, insns: &[Insn]) -> Result<Self> {
+        let prog =
+            XdpProgram::load(name, insns).with_context(|| format!("loading XDP program {name}"))?;
         let c_iface = CString::new(iface)?;
         // The ifindex must be resolved in the namespace the link is created in.
         let link = netns.run(|| {

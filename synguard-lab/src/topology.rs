@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, anyhow};
 use crate::craft::L2;
 use crate::daemon;
 use crate::netns::{Iface, Netns, VethPair, unique_id};
-use crate::peer_xdp::PassProgram;
+use crate::peer_xdp::NativeProgram;
 
 /// Address family of a test case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +110,7 @@ pub const SECOND_LINK: Subnet = Subnet {
 /// default route to the server. Removed on drop.
 pub struct ClientLink {
     // Drop order: detach the client's program, then the link, then the namespace.
-    _peer_napi: PassProgram,
+    _peer_napi: NativeProgram,
     veth: VethPair,
     netns: Netns,
     subnet: Subnet,
@@ -137,7 +137,7 @@ impl ClientLink {
             let via = subnet.server(family).to_string();
             netns.ip(&[family_flag(family), "route", "add", "default", "via", &via])?;
         }
-        let peer_napi = PassProgram::attach(&netns, veth.b.name())
+        let peer_napi = NativeProgram::pass(&netns, veth.b.name())
             .context("the client veth needs an XDP program so the server's XDP_TX reaches it")?;
         Ok(Self {
             _peer_napi: peer_napi,

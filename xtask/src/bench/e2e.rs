@@ -5,7 +5,11 @@
 //!   flood's sources back to the client, so the kernel really answers them);
 //! - `synproxy_only`: nftables `synproxy` without XDP ([`SynproxyTable`]);
 //! - `synguard_native`, `synguard_skb`: the daemon (`--syncookies always`) in native and
-//!   generic XDP mode.
+//!   generic XDP mode;
+//! - `xdp_reflect_floor`: no defense but a native XDP program that swaps the addresses and
+//!   ports and returns `XDP_TX`, the cheapest possible XDP responder: what the veth, NAPI
+//!   and `XDP_TX` cost per SYN whatever the program does. Without a legitimate client (it
+//!   would get its own SYNs back).
 //!
 //! The server veth's receive path (XDP, the IP/TCP stack, nftables, the SYN-ACKs' transmit)
 //! runs in its threaded-NAPI kthread alone on [`SERVER_CPU`]; everything else runs on
@@ -25,9 +29,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use synguard_lab::client::{ClientConfig, ClientReport, LegitClient, Sample};
 use synguard_lab::daemon::{Daemon, XdpMode};
+use synguard_lab::floodgen::bpf::reflect_program;
 use synguard_lab::floodgen::{self, Method};
 use synguard_lab::kernel::{self, link_stats};
 use synguard_lab::netns::Netns;
+use synguard_lab::peer_xdp::NativeProgram;
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Family, Lab};
 
@@ -49,14 +55,16 @@ pub enum Scenario {
     SynproxyOnly,
     SynguardNative,
     SynguardSkb,
+    ReflectFloor,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::KernelOnly,
         Scenario::SynproxyOnly,
         Scenario::SynguardNative,
         Scenario::SynguardSkb,
+        Scenario::ReflectFloor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +73,7 @@ impl Scenario {
             Scenario::SynproxyOnly => "synproxy_only",
             Scenario::SynguardNative => "synguard_native",
             Scenario::SynguardSkb => "synguard_skb",
+            Scenario::ReflectFloor => "xdp_reflect_floor",
         }
     }
 
@@ -85,7 +94,19 @@ impl Scenario {
             Scenario::SynproxyOnly => SynproxyTable::install(lab.server()).map(Defense::Synproxy),
             Scenario::SynguardNative => daemon(XdpMode::Native),
             Scenario::SynguardSkb => daemon(XdpMode::Skb),
+            Scenario::ReflectFloor => NativeProgram::attach(
+                lab.server(),
+                lab.server_iface().name(),
+                "sgl_reflect",
+                &reflect_program(),
+            )
+            .map(Defense::Program),
         }
+    }
+
+    /// Whether a legitimate client can be served.
+    fn serves(self) -> bool {
+        self != Scenario::ReflectFloor
     }
 }
 
@@ -94,13 +115,15 @@ enum Defense<'a> {
     Kernel,
     Synproxy(SynproxyTable<'a>),
     Daemon(Daemon),
+    /// Held for its link: dropping it detaches the program.
+    Program(#[allow(dead_code)] NativeProgram),
 }
 
 impl Defense<'_> {
     /// Ends the defense, failing if the daemon did not exit cleanly.
     fn end(self) -> Result<()> {
         match self {
-            Defense::Kernel => Ok(()),
+            Defense::Kernel | Defense::Program(_) => Ok(()),
             // Dropping it deletes the table.
             Defense::Synproxy(table) => {
                 drop(table);
@@ -238,7 +261,8 @@ pub struct Run {
     pub synack_pps: f64,
     /// `TcpInSegs` of the server's kernel, per second.
     pub tcp_in_segs_ps: f64,
-    pub legit: ClientReport,
+    /// None for a scenario that serves nobody.
+    pub legit: Option<ClientReport>,
 }
 
 impl Run {
@@ -246,12 +270,17 @@ impl Run {
         s.connect
     }
 
-    pub fn legit_p50_ms(&self) -> f64 {
-        self.legit.percentile(Self::connect, 50.0).as_secs_f64() * 1e3
+    fn legit_percentile_ms(&self, percentile: f64) -> Option<f64> {
+        let legit = self.legit.as_ref()?;
+        Some(legit.percentile(Self::connect, percentile).as_secs_f64() * 1e3)
     }
 
-    pub fn legit_p99_ms(&self) -> f64 {
-        self.legit.percentile(Self::connect, 99.0).as_secs_f64() * 1e3
+    pub fn legit_p50_ms(&self) -> Option<f64> {
+        self.legit_percentile_ms(50.0)
+    }
+
+    pub fn legit_p99_ms(&self) -> Option<f64> {
+        self.legit_percentile_ms(99.0)
     }
 }
 
@@ -310,7 +339,10 @@ fn run_all(rates: &[Rate], seconds: u64) -> Result<Vec<Run>> {
                 run.cpu_busy_ns_per_syn,
                 run.synack_pps,
                 run.tcp_in_segs_ps,
-                run.legit.summary()
+                run.legit.as_ref().map_or_else(
+                    || "none (the floor serves nobody)".to_owned(),
+                    ClientReport::summary
+                )
             );
             runs.push(run);
         }
@@ -330,11 +362,16 @@ fn one(lab: &Lab, scenario: Scenario, rate: Rate, duration: Duration) -> Result<
         cpu: SERVER_CPU,
     };
     let target = lab.server_addr(Family::V4, PORT);
-    let legit = LegitClient::spawn(
-        lab.client(),
-        ClientConfig::new(target, Protocol::RequestFirst, PAYLOAD, usize::MAX)
-            .interval(LEGIT_INTERVAL),
-    )?;
+    let legit = scenario
+        .serves()
+        .then(|| {
+            LegitClient::spawn(
+                lab.client(),
+                ClientConfig::new(target, Protocol::RequestFirst, PAYLOAD, usize::MAX)
+                    .interval(LEGIT_INTERVAL),
+            )
+        })
+        .transpose()?;
     let before = Reading::take(lab, &server_cpu)?;
     let spec = syn_spec(lab, Family::V4, rate.limit(), duration)?;
     let flood = cpu::in_background(|| {
@@ -361,8 +398,12 @@ fn one(lab: &Lab, scenario: Scenario, rate: Rate, duration: Duration) -> Result<
             eprintln!("counters: {c}");
         }
     }
-    legit.stop();
-    let legit = legit.join()?;
+    let legit = legit
+        .map(|legit| {
+            legit.stop();
+            legit.join()
+        })
+        .transpose()?;
     defense.end()?;
 
     let seconds = (after.at - before.at).as_secs_f64();
@@ -397,14 +438,19 @@ pub fn metrics(runs: &[Run]) -> Vec<Metric> {
             Metric::new(name("server_cpu_percent"), r.server_cpu_percent, "percent"),
             Metric::new(name("synack_pps"), r.synack_pps, "packets/s"),
             Metric::new(name("tcp_in_segs_ps"), r.tcp_in_segs_ps, "segments/s"),
-            Metric::new(
-                name("legit_success_percent"),
-                r.legit.success_percent(),
-                "percent",
-            ),
-            Metric::new(name("legit_p50_ms"), r.legit_p50_ms(), "ms"),
-            Metric::new(name("legit_p99_ms"), r.legit_p99_ms(), "ms"),
         ]);
+        if let (Some(legit), Some(p50), Some(p99)) = (&r.legit, r.legit_p50_ms(), r.legit_p99_ms())
+        {
+            metrics.extend([
+                Metric::new(
+                    name("legit_success_percent"),
+                    legit.success_percent(),
+                    "percent",
+                ),
+                Metric::new(name("legit_p50_ms"), p50, "ms"),
+                Metric::new(name("legit_p99_ms"), p99, "ms"),
+            ]);
+        }
     }
     for r in highest(runs) {
         metrics.push(Metric::new(
@@ -413,12 +459,14 @@ pub fn metrics(runs: &[Run]) -> Vec<Metric> {
             "ns",
         ));
     }
-    if let Some(ratio) = kernel_ratio(runs) {
-        metrics.push(Metric::new(
-            "e2e.synguard_native.cpu_ratio_to_kernel_only",
-            ratio,
-            "ratio",
-        ));
+    for scenario in [Scenario::SynguardNative, Scenario::ReflectFloor] {
+        if let Some(ratio) = kernel_ratio(runs, scenario) {
+            metrics.push(Metric::new(
+                format!("e2e.{}.cpu_ratio_to_kernel_only", scenario.name()),
+                ratio,
+                "ratio",
+            ));
+        }
     }
     metrics
 }
@@ -429,14 +477,14 @@ fn highest(runs: &[Run]) -> impl Iterator<Item = &Run> {
     runs.iter().filter(move |r| Some(r.rate) == top)
 }
 
-/// synguard native's CPU per SYN over kernel-only's, at the highest rate.
-fn kernel_ratio(runs: &[Run]) -> Option<f64> {
+/// `scenario`'s CPU per SYN over kernel-only's, at the highest rate.
+fn kernel_ratio(runs: &[Run], scenario: Scenario) -> Option<f64> {
     let at = |s: Scenario| {
         highest(runs)
             .find(|r| r.scenario == s)
             .map(|r| r.cpu_ns_per_syn)
     };
-    Some(at(Scenario::SynguardNative)? / at(Scenario::KernelOnly)?)
+    Some(at(scenario)? / at(Scenario::KernelOnly)?)
 }
 
 /// The runs as a markdown table, then the targets' reading at the highest rate.
@@ -445,9 +493,14 @@ pub fn table(runs: &[Run]) -> String {
         "| scenario | offered rate | sent/s | received/s | server CPU | CPU ns/SYN | CPU ns/SYN (/proc/stat) | SYN-ACKs/s at client | TcpInSegs/s | legit ok | legit p50 | legit p99 |\n\
          | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
+    let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2} ms"));
     for r in runs {
+        let legit_ok = r.legit.as_ref().map_or_else(
+            || "– (none)".to_owned(),
+            |l| format!("{:.1}% ({})", l.success_percent(), l.attempts()),
+        );
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.1}% | {:.0} | {:.0} | {:.0} | {:.0} | {:.1}% ({}) | {:.2} ms | {:.2} ms |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.1}% | {:.0} | {:.0} | {:.0} | {:.0} | {legit_ok} | {} | {} |\n",
             r.scenario.name(),
             r.rate,
             r.offered_pps,
@@ -457,23 +510,26 @@ pub fn table(runs: &[Run]) -> String {
             r.cpu_busy_ns_per_syn,
             r.synack_pps,
             r.tcp_in_segs_ps,
-            r.legit.success_percent(),
-            r.legit.attempts(),
-            r.legit_p50_ms(),
-            r.legit_p99_ms(),
+            ms(r.legit_p50_ms()),
+            ms(r.legit_p99_ms()),
         ));
     }
-    if let Some(ratio) = kernel_ratio(runs) {
+    if let Some(ratio) = kernel_ratio(runs, Scenario::SynguardNative) {
         md.push_str(&format!(
             "\nAt the highest rate synguard (native XDP) costs the server {ratio:.3} × kernel-only's CPU per SYN (target ≤ 0.2)"
         ));
-        if let Some(native) = highest(runs).find(|r| r.scenario == Scenario::SynguardNative) {
-            md.push_str(&format!(
-                "; legit p99 {:.2} ms (target ≤ 2 ms)",
-                native.legit_p99_ms()
-            ));
+        if let Some(p99) = highest(runs)
+            .find(|r| r.scenario == Scenario::SynguardNative)
+            .and_then(Run::legit_p99_ms)
+        {
+            md.push_str(&format!("; legit p99 {p99:.2} ms (target ≤ 2 ms)"));
         }
         md.push_str(".\n");
+    }
+    if let Some(floor) = kernel_ratio(runs, Scenario::ReflectFloor) {
+        md.push_str(&format!(
+            "The reflect floor (an XDP program that only swaps addresses and returns XDP_TX) costs {floor:.3} × kernel-only's: no XDP responder on this path can go below it.\n"
+        ));
     }
     md
 }

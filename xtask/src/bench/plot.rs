@@ -10,20 +10,21 @@ use plotters::prelude::*;
 
 use super::e2e::{Run, Scenario};
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x7f, 0x7f, 0x7f),
 ];
 
-/// One panel: `value` of every run against its offered rate (Mpps), log scale.
+/// One panel: `value` of every run that has one against its offered rate (Mpps), log scale.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     runs: &[Run],
     caption: &str,
     y_label: &str,
-    value: fn(&Run) -> f64,
+    value: fn(&Run) -> Option<f64>,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -32,10 +33,10 @@ where
     let points = |s: Scenario| -> Vec<(f64, f64)> {
         runs.iter()
             .filter(|r| r.scenario == s)
-            .map(|r| (r.offered_pps / 1e6, value(r).max(1e-3)))
+            .filter_map(|r| Some((r.offered_pps / 1e6, value(r)?.max(1e-3))))
             .collect()
     };
-    let ys = runs.iter().map(|r| value(r).max(1e-3));
+    let ys = runs.iter().filter_map(|r| Some(value(r)?.max(1e-3)));
     let y_min = ys.clone().fold(f64::INFINITY, f64::min) / 2.0;
     let y_max = ys.fold(0.0, f64::max) * 2.0;
     let x_max = runs.iter().map(|r| r.offered_pps / 1e6).fold(0.0, f64::max) * 1.05;
@@ -58,6 +59,9 @@ where
         .map_err(err)?;
     for (scenario, color) in Scenario::ALL.into_iter().zip(COLORS) {
         let points = points(scenario);
+        if points.is_empty() {
+            continue;
+        }
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(err)?
@@ -92,7 +96,7 @@ pub fn write(runs: &[Run], path: &Path) -> Result<()> {
         runs,
         "server CPU per flood SYN",
         "ns per SYN (log)",
-        |r| r.cpu_ns_per_syn,
+        |r| Some(r.cpu_ns_per_syn),
     )?;
     panel(
         &right,
