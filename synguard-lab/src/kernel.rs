@@ -210,6 +210,17 @@ pub fn xdp_prog_id(iface: &Iface) -> Result<Option<u32>> {
     Ok(Some(u32::try_from(id)?))
 }
 
+/// The kernel's `(run_time_ns, run_cnt)` of the XDP program on `iface` (zero unless run-time
+/// statistics are on: `floodgen::bpf::enable_run_time_stats`), None without a program.
+pub fn xdp_run_stats(iface: &Iface) -> Result<Option<(u64, u64)>> {
+    let Some(id) = xdp_prog_id(iface)? else {
+        return Ok(None);
+    };
+    let prog = bpftool(&["prog", "show", "id", &id.to_string()])?;
+    let field = |name: &str| prog[name].as_u64().unwrap_or(0);
+    Ok(Some((field("run_time_ns"), field("run_cnt"))))
+}
+
 fn bpftool(args: &[&str]) -> Result<Value> {
     let text = run(Command::new("bpftool").arg("-j").args(args))?;
     serde_json::from_str(&text).with_context(|| format!("parsing `bpftool -j {}`", args.join(" ")))

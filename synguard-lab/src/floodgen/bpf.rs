@@ -17,6 +17,8 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_ENABLE_STATS: libc::c_long = 32;
+const BPF_STATS_RUN_TIME: u32 = 0;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 /// `src_reg` of a 64-bit immediate load whose immediate is a map's file descriptor.
@@ -294,6 +296,22 @@ fn owned_fd(ret: libc::c_long) -> std::io::Result<OwnedFd> {
     let fd = i32::try_from(ret).map_err(std::io::Error::other)?;
     // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Turns on the kernel's run time and count of every BPF program (`run_time_ns`, `run_cnt`)
+/// while the returned descriptor is open; closing it, also when the process dies, turns them
+/// off again, so no `kernel.bpf_stats_enabled` is left behind.
+pub fn enable_run_time_stats() -> Result<OwnedFd> {
+    #[repr(C)]
+    struct EnableStatsAttr {
+        stats_type: u32,
+    }
+    let mut attr = EnableStatsAttr {
+        stats_type: BPF_STATS_RUN_TIME,
+    };
+    sys_bpf(BPF_ENABLE_STATS, &mut attr)
+        .and_then(owned_fd)
+        .context("enabling BPF run-time statistics (BPF_ENABLE_STATS)")
 }
 
 /// A loaded XDP program; unloaded when its descriptor closes.

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use synguard_lab::client::{ClientConfig, ClientReport, LegitClient, Sample};
 use synguard_lab::daemon::{Daemon, XdpMode};
-use synguard_lab::floodgen::bpf::reflect_program;
+use synguard_lab::floodgen::bpf::{enable_run_time_stats, reflect_program};
 use synguard_lab::floodgen::{self, Method};
 use synguard_lab::kernel::{self, link_stats};
 use synguard_lab::netns::Netns;
@@ -261,6 +261,9 @@ pub struct Run {
     pub synack_pps: f64,
     /// `TcpInSegs` of the server's kernel, per second.
     pub tcp_in_segs_ps: f64,
+    /// The server veth's XDP program's own run time per packet (the kernel's BPF run-time
+    /// statistics), None without a program.
+    pub xdp_ns_per_packet: Option<f64>,
     /// None for a scenario that serves nobody.
     pub legit: Option<ClientReport>,
 }
@@ -291,6 +294,7 @@ struct Reading {
     server_rx: u64,
     client_rx: u64,
     tcp_in_segs: u64,
+    xdp_run: Option<(u64, u64)>,
 }
 
 impl Reading {
@@ -301,6 +305,7 @@ impl Reading {
             server_rx: link_stats(lab.server_iface())?.get("rx_packets"),
             client_rx: link_stats(lab.client_iface())?.get("rx_packets"),
             tcp_in_segs: kernel::snmp(lab.server())?.get("TcpInSegs"),
+            xdp_run: kernel::xdp_run_stats(lab.server_iface())?,
         })
     }
 }
@@ -320,6 +325,7 @@ fn run_all(rates: &[Rate], seconds: u64) -> Result<Vec<Run>> {
     let lab = Lab::new()?;
     let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
     kernel::set_sysctl(lab.server(), "net.ipv4.tcp_syncookies", "1")?;
+    let _run_time_stats = enable_run_time_stats()?;
     cpu::threaded_napi(lab.server(), lab.server_iface().name(), SERVER_CPU)?;
     // The SYN-ACKs' receive path belongs to the generator's side.
     cpu::threaded_napi(lab.client(), lab.client_iface().name(), GEN_CPU)?;
@@ -329,7 +335,7 @@ fn run_all(rates: &[Rate], seconds: u64) -> Result<Vec<Run>> {
             let run = one(&lab, scenario, rate, Duration::from_secs(seconds))
                 .with_context(|| format!("{} at {rate}", scenario.name()))?;
             println!(
-                "e2e {:<16} {:>8}: offered {:>9.0}/s received {:>9.0}/s, server CPU {:>5.1}% = {:>6.0} ns/SYN ({:>6.0} by /proc/stat), SYN-ACKs {:>9.0}/s, TcpInSegs {:>9.0}/s, legit {}",
+                "e2e {:<16} {:>8}: offered {:>9.0}/s received {:>9.0}/s, server CPU {:>5.1}% = {:>6.0} ns/SYN ({:>6.0} by /proc/stat), XDP {:>5.0} ns/packet, SYN-ACKs {:>9.0}/s, TcpInSegs {:>9.0}/s, legit {}",
                 scenario.name(),
                 rate,
                 run.offered_pps,
@@ -337,6 +343,7 @@ fn run_all(rates: &[Rate], seconds: u64) -> Result<Vec<Run>> {
                 run.server_cpu_percent,
                 run.cpu_ns_per_syn,
                 run.cpu_busy_ns_per_syn,
+                run.xdp_ns_per_packet.unwrap_or(f64::NAN),
                 run.synack_pps,
                 run.tcp_in_segs_ps,
                 run.legit.as_ref().map_or_else(
@@ -420,6 +427,12 @@ fn one(lab: &Lab, scenario: Scenario, rate: Rate, duration: Duration) -> Result<
         server_cpu_percent: 100.0 * threads / (seconds * 1e9),
         synack_pps: after.client_rx.saturating_sub(before.client_rx) as f64 / seconds,
         tcp_in_segs_ps: after.tcp_in_segs.saturating_sub(before.tcp_in_segs) as f64 / seconds,
+        xdp_ns_per_packet: before.xdp_run.zip(after.xdp_run).map(
+            |((time_before, count_before), (time, count))| {
+                time.saturating_sub(time_before) as f64
+                    / count.saturating_sub(count_before).max(1) as f64
+            },
+        ),
         legit,
     })
 }
@@ -439,6 +452,9 @@ pub fn metrics(runs: &[Run]) -> Vec<Metric> {
             Metric::new(name("synack_pps"), r.synack_pps, "packets/s"),
             Metric::new(name("tcp_in_segs_ps"), r.tcp_in_segs_ps, "segments/s"),
         ]);
+        if let Some(ns) = r.xdp_ns_per_packet {
+            metrics.push(Metric::new(name("xdp_ns_per_packet"), ns, "ns"));
+        }
         if let (Some(legit), Some(p50), Some(p99)) = (&r.legit, r.legit_p50_ms(), r.legit_p99_ms())
         {
             metrics.extend([
@@ -490,8 +506,8 @@ fn kernel_ratio(runs: &[Run], scenario: Scenario) -> Option<f64> {
 /// The runs as a markdown table, then the targets' reading at the highest rate.
 pub fn table(runs: &[Run]) -> String {
     let mut md = String::from(
-        "| scenario | offered rate | sent/s | received/s | server CPU | CPU ns/SYN | CPU ns/SYN (/proc/stat) | SYN-ACKs/s at client | TcpInSegs/s | legit ok | legit p50 | legit p99 |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| scenario | offered rate | sent/s | received/s | server CPU | CPU ns/SYN | CPU ns/SYN (/proc/stat) | XDP program ns/packet | SYN-ACKs/s at client | TcpInSegs/s | legit ok | legit p50 | legit p99 |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2} ms"));
     for r in runs {
@@ -500,7 +516,7 @@ pub fn table(runs: &[Run]) -> String {
             |l| format!("{:.1}% ({})", l.success_percent(), l.attempts()),
         );
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.1}% | {:.0} | {:.0} | {:.0} | {:.0} | {legit_ok} | {} | {} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.1}% | {:.0} | {:.0} | {} | {:.0} | {:.0} | {legit_ok} | {} | {} |\n",
             r.scenario.name(),
             r.rate,
             r.offered_pps,
@@ -508,6 +524,8 @@ pub fn table(runs: &[Run]) -> String {
             r.server_cpu_percent,
             r.cpu_ns_per_syn,
             r.cpu_busy_ns_per_syn,
+            r.xdp_ns_per_packet
+                .map_or_else(|| "–".to_owned(), |ns| format!("{ns:.0}")),
             r.synack_pps,
             r.tcp_in_segs_ps,
             ms(r.legit_p50_ms()),
