@@ -273,8 +273,9 @@ impl Run {
         s.connect
     }
 
+    /// None without a legitimate client or without a connection that succeeded.
     fn legit_percentile_ms(&self, percentile: f64) -> Option<f64> {
-        let legit = self.legit.as_ref()?;
+        let legit = self.legit.as_ref().filter(|l| l.successes() > 0)?;
         Some(legit.percentile(Self::connect, percentile).as_secs_f64() * 1e3)
     }
 
@@ -455,17 +456,20 @@ pub fn metrics(runs: &[Run]) -> Vec<Metric> {
         if let Some(ns) = r.xdp_ns_per_packet {
             metrics.push(Metric::new(name("xdp_ns_per_packet"), ns, "ns"));
         }
-        if let (Some(legit), Some(p50), Some(p99)) = (&r.legit, r.legit_p50_ms(), r.legit_p99_ms())
-        {
-            metrics.extend([
-                Metric::new(
-                    name("legit_success_percent"),
-                    legit.success_percent(),
-                    "percent",
-                ),
-                Metric::new(name("legit_p50_ms"), p50, "ms"),
-                Metric::new(name("legit_p99_ms"), p99, "ms"),
-            ]);
+        if let Some(legit) = &r.legit {
+            metrics.push(Metric::new(
+                name("legit_success_percent"),
+                legit.success_percent(),
+                "percent",
+            ));
+        }
+        for (what, ms) in [
+            ("legit_p50_ms", r.legit_p50_ms()),
+            ("legit_p99_ms", r.legit_p99_ms()),
+        ] {
+            if let Some(ms) = ms {
+                metrics.push(Metric::new(name(what), ms, "ms"));
+            }
         }
     }
     for r in highest(runs) {

@@ -54,7 +54,8 @@ where
         .configure_mesh()
         .x_desc("offered flood (million SYN/s)")
         .y_desc(y_label)
-        .y_label_formatter(&|v| format!("{v:.1}"))
+        // Log axes tick at 1, 2, 5 × powers of ten: as many decimals as the tick needs.
+        .y_label_formatter(&|v| format!("{v:.*}", (-v.log10().floor()).max(0.0) as usize))
         .draw()
         .map_err(err)?;
     for (scenario, color) in Scenario::ALL.into_iter().zip(COLORS) {
