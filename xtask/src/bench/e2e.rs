@@ -115,15 +115,19 @@ enum Defense<'a> {
     Kernel,
     Synproxy(SynproxyTable<'a>),
     Daemon(Daemon),
-    /// Held for its link: dropping it detaches the program.
-    Program(#[allow(dead_code)] NativeProgram),
+    Program(NativeProgram),
 }
 
 impl Defense<'_> {
     /// Ends the defense, failing if the daemon did not exit cleanly.
     fn end(self) -> Result<()> {
         match self {
-            Defense::Kernel | Defense::Program(_) => Ok(()),
+            Defense::Kernel => Ok(()),
+            // Dropping it detaches the program.
+            Defense::Program(program) => {
+                drop(program);
+                Ok(())
+            }
             // Dropping it deletes the table.
             Defense::Synproxy(table) => {
                 drop(table);
