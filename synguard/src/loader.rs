@@ -517,7 +517,7 @@ pub(crate) fn check_len(name: &'static str, actual: u32, expected: u32) -> Resul
 fn permission(action: &'static str) -> LoaderError {
     LoaderError::Permission {
         action,
-        hint: privileges::hint(),
+        hint: privileges::hint(&privileges::lacking()),
     }
 }
 
@@ -567,7 +567,7 @@ fn verifier_hint(verifier_log: &str, lacking: &[&str]) -> String {
          bpf_tcp_raw_check_syncookie_ipv4/6 or bpf_loop: Linux 6.0 or newer)"
             .to_owned()
     } else if !lacking.is_empty() {
-        format!(": {}", privileges::hint())
+        format!(": {}", privileges::hint(lacking))
     } else {
         String::new()
     }

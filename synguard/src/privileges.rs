@@ -34,10 +34,11 @@ pub fn lacking() -> Vec<&'static str> {
     effective().map(missing_from).unwrap_or_default()
 }
 
-/// What to do about a permission error: the capabilities this process lacks, if any.
-pub fn hint() -> String {
+/// What to do about a permission error, given the needed capabilities the process lacks
+/// ([`lacking`]).
+pub fn hint(lacking: &[&str]) -> String {
     let all = "CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON";
-    match lacking().as_slice() {
+    match lacking {
         [] => format!("run as root, or with {all}"),
         missing => format!(
             "this process lacks {}: synguard needs {all} (or root)",
