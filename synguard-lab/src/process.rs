@@ -15,6 +15,17 @@ use nix::unistd::Pid;
 /// How long [`Process`]'s drop waits after SIGTERM before it sends SIGKILL.
 const DROP_GRACE: Duration = Duration::from_secs(5);
 
+/// Sets the calling thread's nice value (on Linux `setpriority(PRIO_PROCESS, 0, ..)` is the
+/// thread's own); threads and processes it starts afterwards inherit it.
+pub fn nice_this_thread(nice: i32) -> Result<()> {
+    // SAFETY: a plain syscall with no pointers.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("setting nice {nice}"));
+    }
+    Ok(())
+}
+
 /// `program arg arg ...`, for messages.
 pub fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())

@@ -120,15 +120,7 @@ pub fn on_cpu<T: Send>(cpu: usize, f: impl FnOnce() -> Result<T> + Send) -> Resu
 pub fn in_background<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: plain syscalls; on Linux the nice value of PRIO_PROCESS `tid` is the
-            // thread's own.
-            let ret = unsafe {
-                let tid = libc::gettid();
-                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
-            };
-            if ret != 0 {
-                return Err(std::io::Error::last_os_error()).context("setting nice 19");
-            }
+            synguard_lab::process::nice_this_thread(19)?;
             f()
         })
         .join()
