@@ -26,10 +26,37 @@ pub const PORT_BITMAP_WORDS: u32 = 65536 / 64;
 /// what the kernel's half-open queue of each protected port receives from XDP.
 pub const MAP_PORT_LOAD: &str = "SG_PORT_LOAD";
 pub const PORT_LOAD_MAX_ENTRIES: u32 = 65536;
-/// `LruHashMap<SourceKey, SourceState>`: per-source accounting (shared by all CPUs).
+/// `LruHashMap<SourceKey, SourceState>`: exact accounting of the heavy sources, those whose
+/// [`MAP_SKETCH`] estimate reached [`DatapathConfig::track_threshold`] (shared by all CPUs).
 pub const MAP_SOURCES: &str = "SG_SOURCES";
 /// Default capacity of [`MAP_SOURCES`] (the daemon may set another at load).
 pub const SOURCES_DEFAULT_ENTRIES: u32 = 65536;
+/// `PerCpuArray<SketchLine>` with [`SKETCH_LINES`] slots: each CPU's count-min sketch of
+/// attempts (SYNs and invalid ACKs) per source prefix, in fixed memory. A source's attempts go
+/// to [`SKETCH_DEPTH`] cells of one line; its estimate is their minimum.
+pub const MAP_SKETCH: &str = "SG_SKETCH";
+pub const SKETCH_LINES: u32 = 16384;
+/// Cells of a source in its line (the sketch's rows).
+pub const SKETCH_DEPTH: usize = 2;
+/// A sketch cell: the window it was last written in (upper bits) and a decayed count.
+pub const SKETCH_COUNT_BITS: u32 = 20;
+pub const SKETCH_COUNT_MAX: u32 = (1 << SKETCH_COUNT_BITS) - 1;
+/// Sketch windows are `2^30` ns (1.07 s) of `bpf_ktime_get_ns`; a count halves per window.
+pub const SKETCH_WINDOW_SHIFT: u32 = 30;
+/// Attempts per CPU and window (decayed) that make a source heavy when no budget asks for less.
+pub const TRACK_THRESHOLD_DEFAULT: u32 = 32;
+
+/// `Array<PeerLine>` with [`PEER_LINES`] slots, mmapable: 4-tuples the kernel may hold a socket
+/// for (seen completing or continuing a connection, or seeded by the daemon from sock_diag).
+/// A slot holds the [`peer_mark`] of the last time a tuple hashing to it was seen, 0 if none.
+/// A SYN whose tuple has no live mark skips the kernel socket lookup.
+pub const MAP_PEERS: &str = "SG_PEERS";
+pub const PEER_LINES: u32 = 16384;
+/// Peer-filter epochs are `2^36` ns (68.7 s); a mark stays live for its epoch and two more, so
+/// at least 137 s after the tuple was last seen: longer than TIME_WAIT (60 s) plus FIN_WAIT2
+/// (`tcp_fin_timeout`, 60 s).
+pub const PEER_EPOCH_SHIFT: u32 = 36;
+
 /// `LpmTrie<[u8; 4], u8>` / `LpmTrie<[u8; 16], u8>`: source CIDR policy, value a [`Policy`].
 /// Longest prefix wins, so an allowed /24 inside a denied /8 is allowed.
 pub const MAP_POLICY4: &str = "SG_POLICY4";
@@ -65,11 +92,16 @@ pub enum SyncookieMode {
 pub struct DatapathConfig {
     /// How long a source over budget stays blocked, in nanoseconds.
     pub block_ns: u64,
+    /// Seed of the sketch and peer-filter hashes; the daemon sets a random one per program.
+    pub hash_seed: u64,
     /// Per-source budget of half-open connections (SYNs minus completed handshakes) per
     /// second; 0 = unlimited.
     pub per_source_half_open: u32,
     /// Per-source budget of invalid ACKs per second; 0 = unlimited.
     pub per_source_invalid_ack: u32,
+    /// A source gets an exact [`MAP_SOURCES`] entry once its sketch estimate on a CPU reaches
+    /// this (see [`track_threshold`]).
+    pub track_threshold: u32,
     /// MSS announced in SYN-ACKs to IPv4 clients.
     pub mss4: u16,
     /// MSS announced in SYN-ACKs to IPv6 clients.
@@ -89,7 +121,7 @@ pub struct DatapathConfig {
     /// lookup in an empty one.
     pub policy: u8,
     /// Reserved, keeps the struct padding-free; must be zero.
-    pub reserved: [u8; 6],
+    pub reserved: [u8; 2],
 }
 
 /// [`DatapathConfig::policy`] bit: [`MAP_POLICY4`] has entries.
@@ -100,8 +132,10 @@ pub const POLICY_V6: u8 = 2;
 impl DatapathConfig {
     pub const DEFAULT: Self = Self {
         block_ns: 60_000_000_000,
+        hash_seed: 0x5167_7561_7264_0001,
         per_source_half_open: 0,
         per_source_invalid_ack: 0,
+        track_threshold: TRACK_THRESHOLD_DEFAULT,
         mss4: 1460,
         mss6: 1440,
         wscale: 7,
@@ -110,7 +144,7 @@ impl DatapathConfig {
         source_prefix4: 32,
         source_prefix6: 64,
         policy: 0,
-        reserved: [0; 6],
+        reserved: [0; 2],
     };
 }
 
@@ -120,7 +154,108 @@ impl Default for DatapathConfig {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 40);
+
+/// The [`DatapathConfig::track_threshold`] for these budgets on `cpus` CPUs. Before a source
+/// is heavy its attempts are only estimated, so up to `cpus × threshold` of them escape its
+/// exact counts; at most half of the smallest budget keeps a flooding source blocked within
+/// its first window. Without budgets, the default only decides who `synguard top` shows.
+pub fn track_threshold(per_source_half_open: u32, per_source_invalid_ack: u32, cpus: u32) -> u32 {
+    let smallest = [per_source_half_open, per_source_invalid_ack]
+        .into_iter()
+        .filter(|&b| b != 0)
+        .min();
+    match smallest {
+        Some(budget) => (budget / (2 * cpus.max(1))).clamp(1, TRACK_THRESHOLD_DEFAULT),
+        None => TRACK_THRESHOLD_DEFAULT,
+    }
+}
+
+/// Value of [`MAP_SKETCH`]: one cache line of cells.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SketchLine {
+    pub cells: [u32; 16],
+}
+
+/// Value of [`MAP_PEERS`]: one cache line of marks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerLine {
+    pub marks: [u8; 64],
+}
+
+/// The mark of the peer-filter epoch of `now_ns` (`bpf_ktime_get_ns`, CLOCK_MONOTONIC):
+/// 1..=255, 0 is an empty slot.
+pub const fn peer_mark(now_ns: u64) -> u8 {
+    ((now_ns >> PEER_EPOCH_SHIFT) % 255) as u8 + 1
+}
+
+/// Whether a slot's `mark` is live at the epoch marked `now` (that epoch or the two before).
+pub const fn peer_mark_live(mark: u8, now: u8) -> bool {
+    mark != 0 && (now as u32 + 255 - mark as u32) % 255 <= 2
+}
+
+/// A TCP segment's 4-tuple as 32-bit words read in memory order from the packet's bytes
+/// (`from_ne_bytes` of network-order bytes), IPv4 addresses as `::ffff:a.b.c.d`; both sides
+/// hash the same words.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TupleWords {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Source port in the low half, destination port in the high half, each as in the packet.
+    pub ports: u32,
+}
+
+/// Word 2 of an IPv4-mapped IPv6 address (`::ffff:0:0`), in memory order.
+pub const V4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+impl TupleWords {
+    /// The slot of this tuple in [`MAP_PEERS`]: (line, byte).
+    #[inline(always)]
+    pub fn peer_slot(&self, seed: u64) -> (u32, usize) {
+        // Indexed loops: the verifier follows them unrolled, not an iterator chain's pointers.
+        let mut h = seed;
+        for i in 0..4 {
+            h = fold(h, u64::from(self.src[i]));
+        }
+        for i in 0..4 {
+            h = fold(h, u64::from(self.dst[i]));
+        }
+        let h = finish(fold(h, u64::from(self.ports)));
+        ((h >> 32) as u32 & (PEER_LINES - 1), (h & 63) as usize)
+    }
+}
+
+/// The sketch line and cells of a source prefix (its [`SourceKey`] as words in memory order).
+#[inline(always)]
+pub fn sketch_cells(key_words: &[u32; 4], seed: u64) -> (u32, [usize; SKETCH_DEPTH]) {
+    let mut h = !seed;
+    for i in 0..4 {
+        h = fold(h, u64::from(key_words[i]));
+    }
+    let h = finish(h);
+    let first = (h & 15) as usize;
+    // 1..=8 apart, so a source never uses one cell twice.
+    let second = (first + 1 + ((h >> 4) & 7) as usize) & 15;
+    ((h >> 32) as u32 & (SKETCH_LINES - 1), [first, second])
+}
+
+/// One multiply-rotate step per word (cheap in BPF, which has no rotate instruction but
+/// 64-bit multiplies), then murmur3's finaliser mixes all bits.
+#[inline(always)]
+const fn fold(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+}
+
+#[inline(always)]
+const fn finish(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
 
 /// Per-CPU value of [`MAP_PORT_LOAD`]. The daemon's half-open estimates for a port are the
 /// growth of `syns_to_kernel - handshakes_completed` (what the kernel's queue gets) and of
@@ -173,8 +308,8 @@ const _: () = assert!(core::mem::size_of::<SourceState>() == 32);
 macro_rules! counters {
     ($($variant:ident = $name:literal: $doc:literal,)+) => {
         /// Index into [`MAP_COUNTERS`]. Every packet the program sees is counted in `Packets`
-        /// and in exactly one outcome slot; `MalformedTcpOptions`, `SourceBlocks` and
-        /// `AckProbeRepaired` are counted in addition.
+        /// and in exactly one outcome slot; `MalformedTcpOptions`, `SourceBlocks`,
+        /// `AckProbeRepaired` and `SynPeerLookup` are counted in addition.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum Counter {
@@ -219,6 +354,7 @@ counters! {
     DropDenylisted = "drop_denylisted": "Dropped: the source is on the denylist.",
     DropSourceBlocked = "drop_source_blocked": "Dropped: SYN or new-connection ACK from a source blocked for exceeding a budget.",
     SourceBlocks = "source_blocks": "A source went over a per-source budget and was blocked (counted in addition).",
+    SynPeerLookup = "syn_peer_lookup": "SYN whose 4-tuple the peer filter holds: the kernel's socket table was asked (counted in addition).",
     Aborted = "aborted": "XDP_ABORTED: a helper failed while building a reply.",
 }
 
@@ -227,9 +363,11 @@ pub const TCP_MAX_OPTIONS_LEN: usize = 40;
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all four are repr(C), Copy and padding-free (sizes asserted above).
+    // SAFETY: all are repr(C), Copy and padding-free (sizes asserted above).
     unsafe impl aya::Pod for super::DatapathConfig {}
     unsafe impl aya::Pod for super::PortLoad {}
     unsafe impl aya::Pod for super::SourceKey {}
     unsafe impl aya::Pod for super::SourceState {}
+    unsafe impl aya::Pod for super::SketchLine {}
+    unsafe impl aya::Pod for super::PeerLine {}
 }

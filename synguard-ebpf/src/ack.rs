@@ -26,26 +26,38 @@ use crate::{
         Family, IPV4_HLEN, IPV6_HLEN, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_RST, TCP_SYN, TcpPacket,
         ptr_at,
     },
+    peers,
     socket::{KernelSocket, kernel_socket},
-    sources::Source,
+    sources::{self, Source},
 };
 
-#[inline(always)]
-pub fn judge_ack(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u32, Counter) {
+/// A subprogram of its own: its locals stay out of the dispatcher's frame, which the SYN-ACK's
+/// frame is stacked on (see `synack::answer_syn`).
+#[inline(never)]
+pub fn judge_ack(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    cfg: &DatapathConfig,
+    now: u64,
+) -> (u32, Counter) {
     const PASS: u32 = xdp_action::XDP_PASS;
     const DROP: u32 = xdp_action::XDP_DROP;
     match kernel_socket(ctx, pkt) {
-        Some(KernelSocket::Connection) => (PASS, Counter::AckEstablished),
+        Some(KernelSocket::Connection) => {
+            peers::remember(ctx, pkt, cfg.hash_seed, now);
+            (PASS, Counter::AckEstablished)
+        }
         Some(KernelSocket::Request) => {
+            peers::remember(ctx, pkt, cfg.hash_seed, now);
             load::record(pkt.dport, Event::HandshakeCompleted);
-            if let Some(source) = Source::of(ctx, pkt, cfg) {
+            if let Some(source) = sources::tracked(ctx, pkt, cfg, now) {
                 source.completed();
             }
             (PASS, Counter::AckEstablished)
         }
         Some(KernelSocket::None) => {
             let enforce = cfg.syncookies != SyncookieMode::Off as u8;
-            let source = Source::of(ctx, pkt, cfg);
+            let source = sources::tracked(ctx, pkt, cfg, now);
             if enforce && source.as_ref().is_some_and(Source::blocked) {
                 return (DROP, Counter::DropSourceBlocked);
             }
@@ -58,6 +70,8 @@ pub fn judge_ack(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u3
             };
             match valid {
                 Some(true) => {
+                    // synproxy opens the connection: from now on the kernel holds the tuple.
+                    peers::remember(ctx, pkt, cfg.hash_seed, now);
                     load::record(pkt.dport, Event::CookieValidated);
                     if let Some(source) = &source {
                         source.completed();
@@ -65,7 +79,7 @@ pub fn judge_ack(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u3
                     (PASS, Counter::AckCookieValid)
                 }
                 Some(false) => {
-                    if let Some(source) = &source
+                    if let Some(source) = sources::attempt(ctx, pkt, cfg, now)
                         && source.invalid_ack(cfg)
                         && enforce
                     {

@@ -9,18 +9,23 @@ mod load;
 mod maps;
 mod options;
 mod parse;
+mod peers;
 mod policy;
+mod sketch;
 mod socket;
 mod sources;
 mod syn;
 mod synack;
+mod tuple;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::generated::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+};
 use synguard_common::{Counter, Policy};
 
 use crate::{
     counters::count,
-    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, parse_tcp},
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpPacket, parse_tcp},
 };
 
 // `frags`: also attachable at jumbo MTU, where a frame may span several buffers.
@@ -34,22 +39,28 @@ pub fn synguard(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn dispatch(ctx: &XdpContext) -> (u32, Counter) {
-    let pkt = match parse_tcp(ctx) {
-        Ok(pkt) => pkt,
-        Err(outcome) => return (xdp_action::XDP_PASS, outcome),
-    };
+    let mut pkt = TcpPacket::default();
+    if let Err(outcome) = parse_tcp(ctx, &mut pkt) {
+        return (xdp_action::XDP_PASS, outcome);
+    }
     if !maps::port_protected(pkt.dport) {
         return (xdp_action::XDP_PASS, Counter::PassUnprotectedPort);
     }
     let cfg = maps::config();
-    match policy::source_policy(ctx, &pkt, &cfg) {
+    match policy::source_policy(ctx, &pkt, cfg) {
         Some(Policy::Allow) => return (xdp_action::XDP_PASS, Counter::PassAllowlisted),
         Some(Policy::Deny) => return (xdp_action::XDP_DROP, Counter::DropDenylisted),
         None => {}
     }
+    // The one clock read of a packet: windows, peer marks and the timestamp cookie share it.
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
     match pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) {
-        TCP_SYN => syn::judge_syn(ctx, &pkt, &cfg),
-        f if f & (TCP_SYN | TCP_ACK) == TCP_ACK => ack::judge_ack(ctx, &pkt, &cfg),
+        TCP_SYN => match syn::judge_syn(ctx, &pkt, cfg, now) {
+            syn::ANSWER => syn::answer(ctx, &pkt, cfg, now),
+            verdict => verdict,
+        },
+        f if f & (TCP_SYN | TCP_ACK) == TCP_ACK => ack::judge_ack(ctx, &pkt, cfg, now),
         _ => (xdp_action::XDP_PASS, Counter::PassOtherFlags),
     }
 }

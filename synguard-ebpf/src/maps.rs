@@ -1,12 +1,13 @@
 //! The maps shared with the daemon (names and value types: `synguard_common`).
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use synguard_common::{
-    Counter, DatapathConfig, POLICY_DEFAULT_ENTRIES, PORT_BITMAP_WORDS, PORT_LOAD_MAX_ENTRIES,
-    PortLoad, SOURCES_DEFAULT_ENTRIES, SourceKey, SourceState,
+    Counter, DatapathConfig, PEER_LINES, POLICY_DEFAULT_ENTRIES, PORT_BITMAP_WORDS,
+    PORT_LOAD_MAX_ENTRIES, PeerLine, PortLoad, SKETCH_LINES, SOURCES_DEFAULT_ENTRIES, SketchLine,
+    SourceKey, SourceState,
 };
 
 #[map(name = "SG_COUNTERS")]
@@ -28,6 +29,14 @@ pub static PORT_LOAD: PerCpuHashMap<u16, PortLoad> =
 #[map(name = "SG_SOURCES")]
 pub static SOURCES: LruHashMap<SourceKey, SourceState> =
     LruHashMap::with_max_entries(SOURCES_DEFAULT_ENTRIES, 0);
+
+#[map(name = "SG_SKETCH")]
+pub static SKETCH: PerCpuArray<SketchLine> = PerCpuArray::with_max_entries(SKETCH_LINES, 0);
+
+// Mmapable: the daemon seeds marks with byte stores that race with the datapath's harmlessly
+// (a map update would rewrite the whole line and could lose a mark stored meanwhile).
+#[map(name = "SG_PEERS")]
+pub static PEERS: Array<PeerLine> = Array::with_max_entries(PEER_LINES, BPF_F_MMAPABLE);
 
 #[map(name = "SG_POLICY4")]
 pub static POLICY4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(POLICY_DEFAULT_ENTRIES, 0);
@@ -56,11 +65,15 @@ fn bit_set(bitmap: &Array<u64>, port: u16) -> bool {
     }
 }
 
-/// The daemon's tunables; the built-in defaults until it has written them.
+/// Read-only data: what [`config`] returns before the daemon has written its tunables.
+static DEFAULT_CONFIG: DatapathConfig = DatapathConfig::DEFAULT;
+
+/// The daemon's tunables; the built-in defaults until it has written them. A reference, not a
+/// copy: the dispatcher's stack frame is stacked with the SYN-ACK's (see `synack::answer_syn`).
 #[inline(always)]
-pub fn config() -> DatapathConfig {
+pub fn config() -> &'static DatapathConfig {
     match CONFIG.get(0) {
-        Some(cfg) if cfg.mss4 != 0 => *cfg,
-        _ => DatapathConfig::DEFAULT,
+        Some(cfg) if cfg.mss4 != 0 => cfg,
+        _ => &DEFAULT_CONFIG,
     }
 }

@@ -47,14 +47,15 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     Some((start + offset) as *const T)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub enum Family {
+    #[default]
     V4,
     V6,
 }
 
 /// Where the headers of a TCP segment start, and the few TCP fields the dispatcher needs.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct TcpPacket {
     pub family: Family,
     /// Ethernet plus VLAN tags: 14, 18 or 22.
@@ -76,10 +77,19 @@ fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
 
-/// Parses down to the TCP header. `Err` names the pass counter for everything that is not a
-/// complete, unfragmented TCP segment.
+/// Parses down to the TCP header into `out`. `Err` names the pass counter for everything that
+/// is not a complete, unfragmented TCP segment. A subprogram of its own: its temporaries stay
+/// out of the dispatcher's frame, which is stacked with the SYN-ACK's (see
+/// `synack::answer_syn`); an out-parameter, since BTF cannot describe a niche-packed
+/// `Result<TcpPacket, _>`.
+#[inline(never)]
+pub fn parse_tcp(ctx: &XdpContext, out: &mut TcpPacket) -> Result<(), Counter> {
+    *out = parse(ctx)?;
+    Ok(())
+}
+
 #[inline(always)]
-pub fn parse_tcp(ctx: &XdpContext) -> Result<TcpPacket, Counter> {
+fn parse(ctx: &XdpContext) -> Result<TcpPacket, Counter> {
     let (l2_len, ethertype) = parse_l2(ctx)?;
     let frame_len = frame_len(ctx);
     let (family, l4_off, l3_end) = match ethertype {

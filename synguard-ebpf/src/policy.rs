@@ -7,8 +7,9 @@ use crate::{
     parse::{Family, IPV4_HLEN, IPV6_HLEN, TcpPacket, ptr_at},
 };
 
-/// The policy for the packet's source address, if a list covers it.
-#[inline(always)]
+/// The policy for the packet's source address, if a list covers it. A subprogram of its own:
+/// the trie key stays out of the dispatcher's frame (see `synack::answer_syn`).
+#[inline(never)]
 pub fn source_policy(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> Option<Policy> {
     let value = match pkt.family {
         Family::V4 if cfg.policy & POLICY_V4 != 0 => {

@@ -10,7 +10,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use crate::parse::{Family, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, TcpPacket, ptr_at};
+use crate::{
+    parse::{Family, TcpPacket},
+    tuple::tuple_of,
+};
 
 /// What the kernel holds for a segment's 4-tuple in this network namespace.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -24,46 +27,41 @@ pub enum KernelSocket {
 }
 
 /// Looks the segment's 4-tuple up. `None` if the headers are not there (parsing proved they
-/// are). A subprogram of its own for the stack limit (see `synack::answer_syn`).
+/// are). A subprogram of its own for the stack limit (see
+/// `synack::answer_syn`).
 #[inline(never)]
 pub fn kernel_socket(ctx: &XdpContext, pkt: &TcpPacket) -> Option<KernelSocket> {
-    // SAFETY: bounds-checked by ptr_at.
-    let tcp = unsafe { &*ptr_at::<[u8; TCP_HLEN]>(ctx, pkt.l4_off)? };
+    let tuple = tuple_of(ctx, pkt)?;
     // SAFETY: all zeroes is a valid bpf_sock_tuple (plain integers).
-    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
-    let sport = u16::from_ne_bytes([tcp[0], tcp[1]]);
-    let dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
+    let mut sock_tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    // Ports as they lie in the packet (little-endian words: source port first).
+    let sport = tuple.ports as u16;
+    let dport = (tuple.ports >> 16) as u16;
     let tuple_size = match pkt.family {
         Family::V4 => {
-            // SAFETY: bounds-checked by ptr_at.
-            let ip = unsafe { &*ptr_at::<[u8; IPV4_HLEN]>(ctx, pkt.l2_len)? };
             // SAFETY: writing plain integers into the union's IPv4 member.
-            let t = unsafe { &mut tuple.__bindgen_anon_1.ipv4 };
-            t.saddr = word(ip, 12);
-            t.daddr = word(ip, 16);
+            let t = unsafe { &mut sock_tuple.__bindgen_anon_1.ipv4 };
+            t.saddr = tuple.src[3];
+            t.daddr = tuple.dst[3];
             t.sport = sport;
             t.dport = dport;
             size_of_val(t)
         }
         Family::V6 => {
-            // SAFETY: bounds-checked by ptr_at.
-            let ip = unsafe { &*ptr_at::<[u8; IPV6_HLEN]>(ctx, pkt.l2_len)? };
             // SAFETY: writing plain integers into the union's IPv6 member.
-            let t = unsafe { &mut tuple.__bindgen_anon_1.ipv6 };
-            for i in 0..4 {
-                t.saddr[i] = word(ip, 8 + 4 * i);
-                t.daddr[i] = word(ip, 24 + 4 * i);
-            }
+            let t = unsafe { &mut sock_tuple.__bindgen_anon_1.ipv6 };
+            t.saddr = tuple.src;
+            t.daddr = tuple.dst;
             t.sport = sport;
             t.dport = dport;
             size_of_val(t)
         }
     };
-    // SAFETY: tuple is initialised for tuple_size bytes; a returned socket is released below.
+    // SAFETY: the tuple is initialised for tuple_size bytes; a returned socket is released below.
     unsafe {
         let sk = bpf_skc_lookup_tcp(
             ctx.ctx as *mut c_void,
-            &mut tuple,
+            &mut sock_tuple,
             tuple_size as u32,
             BPF_F_CURRENT_NETNS as i64 as u64,
             0,
@@ -79,10 +77,4 @@ pub fn kernel_socket(ctx: &XdpContext, pkt: &TcpPacket) -> Option<KernelSocket> 
             _ => KernelSocket::Connection,
         })
     }
-}
-
-/// Four header bytes as they lie in the packet (network order kept).
-#[inline(always)]
-fn word(bytes: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }

@@ -1,44 +1,81 @@
-//! Per-source accounting: SYNs, completed handshakes and invalid ACKs per source prefix, and
-//! blocks for sources over a budget. One LRU entry per prefix, shared by all CPUs. Counts are
-//! plain read-modify-writes: the estimates tolerate a lost update when two CPUs race on one
-//! source (a budget then bites a little later), and the hot path stays free of locked
-//! instructions.
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_ns, programs::XdpContext};
-use synguard_common::{DatapathConfig, SourceKey, SourceState};
+//! Per-source accounting: budgets and blocks per source prefix, at a cost that does not grow
+//! with the number of sources.
+//!
+//! Every attempt (a SYN, an invalid ACK) is counted in this CPU's sketch ([`crate::sketch`]).
+//! A source whose estimate reaches `track_threshold` is heavy and gets an exact entry in
+//! `SG_SOURCES` (LRU, shared by all CPUs): its SYNs, completed handshakes, invalid ACKs and
+//! block, which the budgets read and `synguard top` shows. A spoofed flood's sources each make
+//! one attempt and never allocate. Exact counts are plain read-modify-writes: the estimates
+//! tolerate a lost update when two CPUs race on one heavy source (a budget then bites a little
+//! later), and the hot path stays free of locked instructions.
+use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
+use synguard_common::{DatapathConfig, SourceKey, SourceState, V4_MAPPED_WORD, sketch_cells};
 
 use crate::{
     maps::SOURCES,
     parse::{Family, IPV4_HLEN, IPV6_HLEN, TcpPacket, ptr_at},
+    sketch::{self, Cells},
+    tuple::word,
 };
 
 const WINDOW_NS: u64 = 1_000_000_000;
 
-/// A source's entry, current for `now`.
+/// Counts an attempt of the packet's source; its exact entry if the source is heavy (created
+/// by its first heavy attempt). `None` for a source that is not heavy, or if the map refuses
+/// an entry. A subprogram of its own for the stack limit (see `synack::answer_syn`).
+#[inline(never)]
+pub fn attempt(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    cfg: &DatapathConfig,
+    now: u64,
+) -> Option<Source> {
+    let (key, cells) = source_key(ctx, pkt, cfg)?;
+    if sketch::count(&cells, now) < cfg.track_threshold {
+        return None;
+    }
+    Source::entry(&key, now, true)
+}
+
+/// The exact entry of the packet's source if it is heavy, for completions and block checks:
+/// nothing is counted or created.
+#[inline(never)]
+pub fn tracked(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    cfg: &DatapathConfig,
+    now: u64,
+) -> Option<Source> {
+    let (key, cells) = source_key(ctx, pkt, cfg)?;
+    if sketch::estimate(&cells, now) < cfg.track_threshold {
+        return None;
+    }
+    Source::entry(&key, now, false)
+}
+
+/// A heavy source's entry, current for `now`.
 pub struct Source {
     state: *mut SourceState,
     now: u64,
 }
 
 impl Source {
-    /// Finds or creates the entry of the packet's source prefix and starts a new window if the
-    /// last one is over. `None` if the map refuses an entry (then nothing is accounted).
-    /// A subprogram of its own for the stack limit (see `synack::answer_syn`).
-    #[inline(never)]
-    pub fn of(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> Option<Self> {
-        let key = source_key(ctx, pkt, cfg)?;
-        // SAFETY: plain helper call.
-        let now = unsafe { bpf_ktime_get_ns() };
-        let state = match SOURCES.get_ptr_mut(&key) {
+    /// Finds (or with `create`, creates) the entry and starts a new window if the last one is
+    /// over.
+    #[inline(always)]
+    fn entry(key: &SourceKey, now: u64, create: bool) -> Option<Self> {
+        let state = match SOURCES.get_ptr_mut(key) {
             Some(state) => state,
-            None => {
+            None if create => {
                 let fresh = SourceState {
                     window_start_ns: now,
                     ..SourceState::default()
                 };
                 // Another CPU may have created it meanwhile: either way, look it up again.
-                let _ = SOURCES.insert(&key, &fresh, u64::from(BPF_NOEXIST));
-                SOURCES.get_ptr_mut(&key)?
+                let _ = SOURCES.insert(key, &fresh, u64::from(BPF_NOEXIST));
+                SOURCES.get_ptr_mut(key)?
             }
+            None => return None,
         };
         // SAFETY: a live map value; fields are plain integers.
         unsafe {
@@ -103,29 +140,49 @@ impl Source {
     }
 }
 
-/// The source address masked to its accounting prefix; IPv4 as `::ffff:a.b.c.d`.
+/// The source address masked to its accounting prefix (IPv4 as `::ffff:a.b.c.d`), and its
+/// sketch cells.
 #[inline(always)]
-fn source_key(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> Option<SourceKey> {
-    let mut key = SourceKey::default();
+fn source_key(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    cfg: &DatapathConfig,
+) -> Option<(SourceKey, Cells)> {
+    let mut words = [0u32; 4];
     let prefix = match pkt.family {
         Family::V4 => {
             // SAFETY: bounds-checked by ptr_at.
             let ip = unsafe { &*ptr_at::<[u8; IPV4_HLEN]>(ctx, pkt.l2_len)? };
-            key.addr[10] = 0xff;
-            key.addr[11] = 0xff;
-            key.addr[12..16].copy_from_slice(&ip[12..16]);
+            words[2] = V4_MAPPED_WORD;
+            words[3] = word(ip, 12);
             96 + u32::from(cfg.source_prefix4.min(32))
         }
         Family::V6 => {
             // SAFETY: bounds-checked by ptr_at.
             let ip = unsafe { &*ptr_at::<[u8; IPV6_HLEN]>(ctx, pkt.l2_len)? };
-            key.addr.copy_from_slice(&ip[8..24]);
+            for (i, w) in words.iter_mut().enumerate() {
+                *w = word(ip, 8 + 4 * i);
+            }
             u32::from(cfg.source_prefix6.min(128))
         }
     };
-    for (i, byte) in key.addr.iter_mut().enumerate() {
-        let bits = prefix.saturating_sub(8 * i as u32).min(8);
-        *byte &= !(0xffu16 >> bits) as u8;
+    for (i, w) in words.iter_mut().enumerate() {
+        *w &= prefix_mask(prefix.saturating_sub(32 * i as u32));
     }
-    Some(key)
+    let (line, cells) = sketch_cells(&words, cfg.hash_seed);
+    let mut key = SourceKey::default();
+    for (i, w) in words.iter().enumerate() {
+        key.addr[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    Some((key, Cells { line, cells }))
+}
+
+/// The word (in memory order) that keeps the first `bits` bits of an address word.
+#[inline(always)]
+fn prefix_mask(bits: u32) -> u32 {
+    match bits {
+        0 => 0,
+        1..=31 => (u32::MAX << (32 - bits)).to_be(),
+        _ => u32::MAX,
+    }
 }

@@ -9,8 +9,8 @@ use aya_ebpf::{
     bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
     cty::c_void,
     helpers::generated::{
-        bpf_ktime_get_ns, bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6,
-        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+        bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
     programs::XdpContext,
 };
@@ -67,15 +67,20 @@ macro_rules! copy_out {
 /// A BPF subprogram of its own, like the per-source and socket lookups: inlined into one frame
 /// with everything else, the reply buffers no longer fit the 512-byte BPF stack.
 #[inline(never)]
-pub fn answer_syn(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u32, Counter) {
-    match build_and_emit(ctx, pkt, cfg) {
+pub fn answer_syn(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    cfg: &DatapathConfig,
+    now: u64,
+) -> (u32, Counter) {
+    match build_and_emit(ctx, pkt, cfg, now) {
         Some(()) => (xdp_action::XDP_TX, Counter::SynCookieSent),
         None => (xdp_action::XDP_ABORTED, Counter::Aborted),
     }
 }
 
 #[inline(always)]
-fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> Option<()> {
+fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: u64) -> Option<()> {
     let tcp_len = pkt.tcp_len as u32;
     if !(TCP_HLEN as u32..=TCP_MAX_HLEN as u32).contains(&tcp_len) {
         return None;
@@ -135,7 +140,7 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> Op
     }
 
     let mut tcp = [0u8; REPLY_TCP_MAX_LEN];
-    let tcp_reply_len = build_tcp(&mut tcp, &syn, cookie as u32, mss, cfg.wscale);
+    let tcp_reply_len = build_tcp(&mut tcp, &syn, cookie as u32, mss, cfg.wscale, now);
     let pseudo = pseudo_header_sum(pkt.family, &ip, tcp_reply_len);
     let check = csum::finish(csum::add(pseudo, &tcp));
     tcp[16..18].copy_from_slice(&check.to_be_bytes());
@@ -175,6 +180,7 @@ fn build_tcp(
     cookie: u32,
     mss: u16,
     wscale: u8,
+    now: u64,
 ) -> usize {
     let len = tcp_reply_len(syn);
     let client_seq = u32::from_be_bytes([syn.bytes[4], syn.bytes[5], syn.bytes[6], syn.bytes[7]]);
@@ -189,7 +195,9 @@ fn build_tcp(
     // real connection; synproxy then sends the server's window.
     tcp[20..24].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
     if syn.timestamp {
-        let mut ts_cookie = (now_ms() & !TS_OPT_MASK) | u32::from(syn.wscale);
+        // The kernel's TCP timestamp clock: milliseconds (tcp_clock_ms).
+        let now_ms = (now / 1_000_000) as u32;
+        let mut ts_cookie = (now_ms & !TS_OPT_MASK) | u32::from(syn.wscale);
         if syn.sack_permitted {
             ts_cookie |= TS_OPT_SACK;
             tcp[24..28].copy_from_slice(&[4, 2, 8, 10]);
@@ -207,13 +215,6 @@ fn build_tcp(
         }
     }
     len
-}
-
-/// The kernel's TCP timestamp clock: milliseconds (tcp_clock_ms).
-#[inline(always)]
-fn now_ms() -> u32 {
-    // SAFETY: no arguments, no memory.
-    (unsafe { bpf_ktime_get_ns() } / 1_000_000) as u32
 }
 
 #[inline(always)]
@@ -338,6 +339,9 @@ fn store<const N: usize>(ctx: &XdpContext, offset: usize, buf: &[u8; N], len: u3
     if len == 0 || len as usize > N {
         return None;
     }
+    // The same bounds again, on a value LLVM cannot see through: it fuses the check above into
+    // arithmetic on a copy of `len`, and the verifier must see them on the register it passes.
+    let len = verifier_visible(len).clamp(1, N as u32);
     // SAFETY: the helper checks the packet bounds and only reads len bytes of buf.
     let err =
         unsafe { bpf_xdp_store_bytes(ctx.ctx, offset as u32, buf.as_ptr() as *mut c_void, len) };

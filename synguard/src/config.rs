@@ -15,7 +15,9 @@ use std::time::Duration;
 use clap::ValueEnum;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
-use synguard_common::{DatapathConfig, POLICY_V4, POLICY_V6, Policy, SyncookieMode};
+use synguard_common::{
+    DatapathConfig, POLICY_V4, POLICY_V6, Policy, SyncookieMode, track_threshold,
+};
 use toml::Spanned;
 
 use crate::cli::{Cli, XdpMode, parse_port_range};
@@ -299,8 +301,15 @@ impl Settings {
         let policy = file.policy(cli)?;
         let datapath = DatapathConfig {
             block_ns: block_seconds as u64 * 1_000_000_000,
+            // The datapath maps write each program's own seed (`DatapathMaps`).
+            hash_seed: d.hash_seed,
             per_source_half_open: per_source_half_open as u32,
             per_source_invalid_ack: per_source_invalid_ack as u32,
+            track_threshold: track_threshold(
+                per_source_half_open as u32,
+                per_source_invalid_ack as u32,
+                possible_cpus(),
+            ),
             mss4: pick(
                 cli.mss4.map(i64::from),
                 &f.mss4,
@@ -345,7 +354,7 @@ impl Settings {
                 d.source_prefix6.into(),
             )? as u8,
             policy: policy.bits(),
-            reserved: [0; 6],
+            reserved: [0; 2],
         };
         Ok(Self {
             ifaces,
@@ -620,6 +629,14 @@ fn read_cidr_file(path: &Path, key: &str) -> Result<Vec<(IpNet, String)>, Config
     Ok(nets)
 }
 
+/// CPUs the program may run on: each has its own sketch, and a source's SYNs spread over them.
+fn possible_cpus() -> u32 {
+    aya::util::nr_cpus()
+        .ok()
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -678,8 +695,10 @@ metrics_addr = "[::1]:9100"
             s.datapath,
             DatapathConfig {
                 block_ns: 30_000_000_000,
+                hash_seed: DatapathConfig::DEFAULT.hash_seed,
                 per_source_half_open: 100,
                 per_source_invalid_ack: 50,
+                track_threshold: track_threshold(100, 50, possible_cpus()),
                 mss4: 1400,
                 mss6: 1380,
                 wscale: 8,
@@ -688,7 +707,7 @@ metrics_addr = "[::1]:9100"
                 source_prefix4: 24,
                 source_prefix6: 48,
                 policy: POLICY_V4 | POLICY_V6,
-                reserved: [0; 6],
+                reserved: [0; 2],
             }
         );
         assert_eq!(s.stats_interval, 10);

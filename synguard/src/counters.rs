@@ -64,7 +64,8 @@ pub const fn verdict(counter: Counter) -> Option<&'static str> {
         Counter::Packets
         | Counter::MalformedTcpOptions
         | Counter::SourceBlocks
-        | Counter::AckProbeRepaired => None,
+        | Counter::AckProbeRepaired
+        | Counter::SynPeerLookup => None,
         Counter::SynCookieSent => Some("tx"),
         Counter::AckCookieInvalid | Counter::DropDenylisted | Counter::DropSourceBlocked => {
             Some("drop")

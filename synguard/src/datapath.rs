@@ -72,6 +72,8 @@ impl DatapathState {
 /// The maps the daemon writes, taken out of the loaded object.
 pub struct DatapathMaps {
     config: Array<MapData, DatapathConfig>,
+    /// This program's seed of the sketch and peer-filter hashes, written with every config.
+    hash_seed: u64,
     ports: Bitmap,
     cookie_ports: Bitmap,
     port_load: PerCpuHashMap<MapData, u16, PortLoad>,
@@ -98,6 +100,7 @@ impl DatapathMaps {
         check_len(MAP_CONFIG, config.len(), 1)?;
         Ok(Self {
             config,
+            hash_seed: random_seed(),
             ports: Bitmap::take(ebpf, MAP_PORTS)?,
             cookie_ports: Bitmap::take(ebpf, MAP_COOKIE_PORTS)?,
             port_load: typed_map(ebpf.take_map(MAP_PORT_LOAD), MAP_PORT_LOAD)?,
@@ -115,8 +118,12 @@ impl DatapathMaps {
         auto_cookies: &[u16],
     ) -> Result<(), LoaderError> {
         self.sync_policy(&state.policy)?;
+        let config = DatapathConfig {
+            hash_seed: self.hash_seed,
+            ..state.config
+        };
         self.config
-            .set(0, state.config, 0)
+            .set(0, config, 0)
             .map_err(|e| map_error(MAP_CONFIG, e))?;
         let cookies: Vec<u16> = match state.syncookies {
             Syncookies::Off => Vec::new(),
@@ -125,6 +132,11 @@ impl DatapathMaps {
         };
         self.cookie_ports.write(&cookies)?;
         self.ports.write(&state.ports.ports().collect::<Vec<_>>())
+    }
+
+    /// The seed the program hashes sources and tuples with.
+    pub const fn hash_seed(&self) -> u64 {
+        self.hash_seed
     }
 
     /// Sets or clears one port's cookie bit (the auto controller).
@@ -176,6 +188,13 @@ impl DatapathMaps {
         sync_trie(&mut self.policy4, MAP_POLICY4, &v4)?;
         sync_trie(&mut self.policy6, MAP_POLICY6, &v6)
     }
+}
+
+/// A seed an attacker cannot guess: with it they cannot aim spoofed sources at the cells or
+/// peer-filter slots of real clients. The standard library's hasher keys come from the OS.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    std::hash::RandomState::new().build_hasher().finish()
 }
 
 fn sync_trie<const N: usize>(

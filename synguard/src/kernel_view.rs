@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::net::SocketAddr;
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -15,9 +16,9 @@ use netlink_packet_core::{
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP, TCP_SYN_RECV, TCP_TIME_WAIT},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags},
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
 
 /// `/proc/net/netstat` TcpExt counters that rise when a listener's queue is full:
 /// accept-queue overflows, every listen drop, and SYN-queue overflows the kernel answered
@@ -53,7 +54,7 @@ impl SockDiag {
     pub fn open() -> io::Result<Self> {
         let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
         socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
+        socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
         Ok(Self {
             socket,
             buf: vec![0; 64 * 1024],
@@ -62,14 +63,45 @@ impl SockDiag {
 
     /// Sockets (IPv4 and IPv6) in `states` (SYN_RECV, TIME_WAIT) per local port.
     pub fn per_port(&mut self, states: StateFlags) -> io::Result<BTreeMap<u16, PortSockets>> {
-        let mut counts = BTreeMap::new();
+        let mut counts: BTreeMap<u16, PortSockets> = BTreeMap::new();
+        self.each_socket(states, |response| {
+            let port = counts
+                .entry(response.header.socket_id.source_port)
+                .or_default();
+            match response.header.state {
+                TCP_SYN_RECV => port.syn_recv += 1,
+                TCP_TIME_WAIT => port.time_wait += 1,
+                _ => {}
+            }
+        })?;
+        Ok(counts)
+    }
+
+    /// Every TCP socket (IPv4 and IPv6) in `states`, as (local, remote) address and port.
+    pub fn connections(&mut self, states: StateFlags) -> io::Result<Vec<Connection>> {
+        let mut connections = Vec::new();
+        self.each_socket(states, |response| {
+            let id = &response.header.socket_id;
+            connections.push(Connection {
+                local: SocketAddr::new(id.source_address, id.source_port),
+                remote: SocketAddr::new(id.destination_address, id.destination_port),
+            });
+        })?;
+        Ok(connections)
+    }
+
+    fn each_socket(
+        &mut self,
+        states: StateFlags,
+        mut visit: impl FnMut(&InetResponse),
+    ) -> io::Result<()> {
         for (family, socket_id) in [
             (AF_INET, SocketId::new_v4()),
             (AF_INET6, SocketId::new_v6()),
         ] {
-            self.dump(family, socket_id, states.clone(), &mut counts)?;
+            self.dump(family, socket_id, states.clone(), &mut visit)?;
         }
-        Ok(counts)
+        Ok(())
     }
 
     fn dump(
@@ -77,7 +109,7 @@ impl SockDiag {
         family: u8,
         socket_id: SocketId,
         states: StateFlags,
-        counts: &mut BTreeMap<u16, PortSockets>,
+        visit: &mut impl FnMut(&InetResponse),
     ) -> io::Result<()> {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -106,14 +138,7 @@ impl SockDiag {
                 let length = message.header.length as usize;
                 match message.payload {
                     NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                        let port = counts
-                            .entry(response.header.socket_id.source_port)
-                            .or_default();
-                        match response.header.state {
-                            TCP_SYN_RECV => port.syn_recv += 1,
-                            TCP_TIME_WAIT => port.time_wait += 1,
-                            _ => {}
-                        }
+                        visit(&response);
                     }
                     NetlinkPayload::Done(_) => return Ok(()),
                     NetlinkPayload::Error(e) => {
@@ -128,6 +153,13 @@ impl SockDiag {
             }
         }
     }
+}
+
+/// A socket's two ends, as sock_diag reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
 }
 
 /// The sum of [`PRESSURE_COUNTERS`] (only its growth means something).

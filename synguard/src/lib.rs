@@ -14,6 +14,7 @@ pub mod loader;
 pub mod metrics;
 pub mod nft;
 pub mod notify;
+pub mod peers;
 pub mod pins;
 pub mod ports;
 pub mod private;

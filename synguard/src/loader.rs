@@ -6,19 +6,20 @@ use std::io;
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, IterableMap as _, MapData, MapError, PerCpuArray};
+use aya::maps::{HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode, xdp::XdpLink};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use synguard_common::{
-    Counter, MAP_COUNTERS, MAP_POLICY4, MAP_POLICY6, MAP_SOURCES, PROGRAM_NAME, SourceKey,
-    SourceState,
+    Counter, MAP_COUNTERS, MAP_PEERS, MAP_POLICY4, MAP_POLICY6, MAP_SOURCES, PROGRAM_NAME,
+    SourceKey, SourceState,
 };
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::cli::XdpMode;
 use crate::datapath::{DatapathMaps, DatapathState};
+use crate::peers::PeerSeeder;
 use crate::pins::{MapPins, PinDir, PinError};
 use crate::privileges;
 
@@ -265,6 +266,21 @@ impl Datapath {
                 Ok((name.to_owned(), view.map_err(|e| map_error(name, e))?))
             })
             .collect()
+    }
+
+    /// The peer filter's seeder, mapped onto this program's `SG_PEERS`.
+    pub fn peer_seeder(&self) -> Result<PeerSeeder, LoaderError> {
+        let missing = LoaderError::Missing {
+            kind: "map",
+            name: MAP_PEERS,
+        };
+        let Some(Map::Array(peers)) = self.ebpf.map(MAP_PEERS) else {
+            return Err(missing);
+        };
+        PeerSeeder::new(peers, self.maps.hash_seed()).map_err(|e| LoaderError::Map {
+            name: MAP_PEERS,
+            source: MapError::from(e),
+        })
     }
 
     /// The kernel's id of the loaded program, for read-only views of its maps

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
-use tracing::info;
+use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use synguard::auto;
@@ -22,6 +22,8 @@ use synguard::lifecycle::Lifecycle;
 use synguard::loader::{self, Datapath, LoaderError};
 use synguard::metrics::{self, Exporter, MetricsAddr};
 use synguard::notify;
+use synguard::peers::{self, PeerSeeder};
+use synguard::ports::PortSet;
 use synguard::report;
 use synguard::snapshot::MapReader;
 use synguard::stats::Stats;
@@ -141,8 +143,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(tuning) = &settings.kernel {
         tune_kernel(&mut sysctls, tuning)?;
     }
+    // Tuples of the kernel's sockets go into the peer filter before the program sees a SYN,
+    // and once more after the attach for connections opened by the program it replaced.
+    let mut peers = datapath.peer_seeder()?;
+    seed_peers(&mut peers, &ports).context("marking the kernel's sockets in the peer filter")?;
     let mut attachments = datapath.attach(&ifaces, xdp_mode, lifecycle.pins())?;
     lifecycle.record(&sysctls)?;
+    seed_peers(&mut peers, &ports).context("marking the kernel's sockets in the peer filter")?;
 
     let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
     let program = datapath.program_id()?;
@@ -171,6 +178,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut watch = Watch::new(&ifaces);
     let mut watch_ticks = interval_at(Instant::now() + watch::TICK, watch::TICK);
     watch_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut peer_ticks = interval_at(Instant::now() + peers::SEED_PERIOD, peers::SEED_PERIOD);
+    peer_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let stop: anyhow::Result<&str> = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok("SIGTERM"),
@@ -184,6 +193,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             _ = ticks.tick() => {
                 stats.log_rates();
                 notify::status(&stats.status(control.settings().syncookies));
+            }
+            _ = peer_ticks.tick() => {
+                if let Err(e) = seed_peers(&mut peers, &control.settings().ports) {
+                    warn!("marking the kernel's sockets in the peer filter: {e}");
+                }
             }
             _ = watch_ticks.tick() => {
                 // An error: no interface is left.
@@ -207,6 +221,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     stats.log_totals();
     info!("synguard stopped");
     stop.map(drop)
+}
+
+fn seed_peers(peers: &mut PeerSeeder, ports: &PortSet) -> std::io::Result<()> {
+    let marked = peers.seed(ports)?;
+    debug!("peer filter: {marked} kernel sockets of protected ports marked");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -285,11 +285,15 @@ fn per_source_budgets() {
         AckCookieInvalid as Invalid, AckCookieValid as Valid, DropSourceBlocked as Blocked,
         SynCookieSent as Answered,
     };
+    // The threshold the daemon sets for these budgets: every source is heavy from its first
+    // attempt, so its counts are exact.
     let budgets = DatapathConfig {
         per_source_half_open: 3,
         per_source_invalid_ack: 2,
+        track_threshold: synguard_common::track_threshold(3, 2, 2),
         ..DatapathConfig::DEFAULT
     };
+    assert_eq!(budgets.track_threshold, 1);
     let off = DatapathConfig {
         syncookies: SyncookieMode::Off as u8,
         ..budgets

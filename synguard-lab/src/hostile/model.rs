@@ -3,10 +3,10 @@
 //! budgets), not from the eBPF code: for any frame, the XDP action, the counters that move and,
 //! for a SYN, the SYN-ACK the program must send.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
-use synguard_common::{Counter, DatapathConfig, SyncookieMode};
+use synguard_common::{Counter, DatapathConfig, SyncookieMode, TupleWords};
 
 use super::frame::{ACK, CWR, ECE, FIN, Family, RST, SYN};
 
@@ -44,6 +44,8 @@ pub struct Expectation {
     pub probe_repaired: bool,
     /// The frame took its source over a per-source budget: also counts `source_blocks`.
     pub source_blocked: bool,
+    /// A SYN whose tuple the peer filter holds also counts `syn_peer_lookup`.
+    pub peer_lookup: bool,
     pub reply: Option<SynAck>,
 }
 
@@ -55,6 +57,7 @@ impl Expectation {
             options_fault: false,
             probe_repaired: false,
             source_blocked: false,
+            peer_lookup: false,
             reply: None,
         }
     }
@@ -79,6 +82,9 @@ impl Expectation {
         }
         if self.source_blocked {
             deltas[Counter::SourceBlocks as usize] += 1;
+        }
+        if self.peer_lookup {
+            deltas[Counter::SynPeerLookup as usize] += 1;
         }
         deltas
     }
@@ -134,6 +140,34 @@ impl ReplyOption {
     }
 }
 
+/// A tuple as the peer filter hashes it (`synguard_common::TupleWords`).
+fn peer_words(tuple: &Tuple) -> TupleWords {
+    let words = |octets: [u8; 16]| -> [u32; 4] {
+        std::array::from_fn(|i| {
+            u32::from_ne_bytes([
+                octets[4 * i],
+                octets[4 * i + 1],
+                octets[4 * i + 2],
+                octets[4 * i + 3],
+            ])
+        })
+    };
+    let (src, dst) = match tuple.addrs {
+        Addrs::V4 { src, dst } => (
+            std::net::Ipv4Addr::from(src).to_ipv6_mapped().octets(),
+            std::net::Ipv4Addr::from(dst).to_ipv6_mapped().octets(),
+        ),
+        Addrs::V6 { src, dst } => (src, dst),
+    };
+    let [s0, s1] = tuple.sport.to_be_bytes();
+    let [d0, d1] = tuple.dport.to_be_bytes();
+    TupleWords {
+        src: words(src),
+        dst: words(dst),
+        ports: u32::from_ne_bytes([s0, s1, d0, d1]),
+    }
+}
+
 /// The client's 4-tuple as its SYN carried it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Tuple {
@@ -167,12 +201,19 @@ pub struct Policy {
     cookie_ports: BTreeSet<u16>,
     lists: Vec<(IpAddr, u8, Listed)>,
     sources: HashMap<(bool, u128), SourceCount>,
+    /// Peer-filter slots marked so far (the corpus's tuples have no kernel socket).
+    peers: HashSet<(u32, usize)>,
 }
 
 /// One source prefix's counts (README, "Per-source limits"). The model keeps no clock: the
 /// frames of a test must fall into one one-second window, and no block may expire during it.
+/// It keeps no sketch either: a source is heavy (tracked exactly) from its
+/// `track_threshold`-th attempt, as the sketch has it when no other source shares its cells
+/// and the frames run on one CPU.
 #[derive(Default)]
 struct SourceCount {
+    /// SYNs and invalid ACKs (the sketch's count).
+    attempts: u32,
     /// SYNs minus completed handshakes.
     half_open: u32,
     invalid_acks: u32,
@@ -194,6 +235,7 @@ impl Policy {
             cookie_ports,
             lists: Vec::new(),
             sources: HashMap::new(),
+            peers: HashSet::new(),
         }
     }
 
@@ -236,41 +278,66 @@ impl Policy {
         if !is_syn && !is_ack {
             return Expectation::pass(Counter::PassOtherFlags);
         }
+        let threshold = self.config.track_threshold;
+        let peer_slot = peer_words(&segment.tuple).peer_slot(self.config.hash_seed);
         let source = self.source(&segment.tuple.addrs);
-        // A blocked source's SYNs and new-connection ACKs drop (no socket matches the
-        // corpus's addresses, so every ACK here is a new-connection one).
-        if enforce && source.blocked {
-            return Expectation::drop(Counter::DropSourceBlocked);
-        }
         if is_syn {
-            source.half_open = source.half_open.saturating_add(1);
-            if enforce && half_open_budget != 0 && source.half_open > half_open_budget {
-                source.blocked = true;
-                return Expectation {
-                    source_blocked: true,
-                    ..Expectation::drop(Counter::DropSourceBlocked)
-                };
+            source.attempts = source.attempts.saturating_add(1);
+            // A blocked source's SYNs drop (only a heavy source can be blocked).
+            if source.attempts >= threshold {
+                if enforce && source.blocked {
+                    return Expectation::drop(Counter::DropSourceBlocked);
+                }
+                source.half_open = source.half_open.saturating_add(1);
+                if enforce && half_open_budget != 0 && source.half_open > half_open_budget {
+                    source.blocked = true;
+                    return Expectation {
+                        source_blocked: true,
+                        ..Expectation::drop(Counter::DropSourceBlocked)
+                    };
+                }
             }
-            return if self.cookie_ports.contains(&segment.tuple.dport) {
+            // Only a tuple XDP has seen reach the kernel is looked up (and none of the
+            // corpus's has a kernel socket).
+            let peer_lookup = self.peers.contains(&peer_slot);
+            let judged = if self.cookie_ports.contains(&segment.tuple.dport) {
                 self.answer(frame, &segment)
             } else {
+                self.peers.insert(peer_slot);
                 Expectation::pass(Counter::SynToKernel)
             };
+            return Expectation {
+                peer_lookup,
+                ..judged
+            };
+        }
+        let heavy = source.attempts >= threshold;
+        // A blocked source's new-connection ACKs drop (no socket matches the corpus's
+        // addresses, so every ACK here is a new-connection one).
+        if enforce && heavy && source.blocked {
+            return Expectation::drop(Counter::DropSourceBlocked);
         }
         // A bare ACK one short of a completing ACK is a zero-window probe after a lost
         // handshake ACK (our SYN-ACK announced window 0): the program repairs it.
         let bare_ack = segment.payload_len == 0 && flags & (SYN | ACK | RST | FIN) == ACK;
         let probe = !cookies.accepts(&segment, 0) && bare_ack && cookies.accepts(&segment, 1);
         if cookies.accepts(&segment, 0) || probe {
-            source.half_open = source.half_open.saturating_sub(1);
+            if heavy {
+                source.half_open = source.half_open.saturating_sub(1);
+            }
+            self.peers.insert(peer_slot);
             return Expectation {
                 probe_repaired: probe,
                 ..Expectation::pass(Counter::AckCookieValid)
             };
         }
-        source.invalid_acks = source.invalid_acks.saturating_add(1);
-        let over = enforce && invalid_ack_budget != 0 && source.invalid_acks > invalid_ack_budget;
-        source.blocked |= over;
+        source.attempts = source.attempts.saturating_add(1);
+        let mut over = false;
+        if source.attempts >= threshold {
+            source.invalid_acks = source.invalid_acks.saturating_add(1);
+            over = enforce && invalid_ack_budget != 0 && source.invalid_acks > invalid_ack_budget;
+            source.blocked |= over;
+        }
         let judged = if enforce {
             Expectation::drop(Counter::AckCookieInvalid)
         } else {
@@ -345,6 +412,7 @@ impl Policy {
             options_fault: offered.fault,
             probe_repaired: false,
             source_blocked: false,
+            peer_lookup: false,
             reply: Some(SynAck {
                 len: segment.l3 + ip_len + tcp_len,
                 l2,
