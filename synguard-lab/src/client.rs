@@ -1,7 +1,8 @@
 //! The legitimate client: sequential connections from the client namespace, each reading the
-//! server's payload and checking it byte for byte, with per-connection timings.
+//! server's payload and checking it byte for byte (or, for a server that speaks first and then
+//! waits, such as sshd, only its first line), with per-connection timings.
 
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ pub struct ClientConfig {
     pub protocol: Protocol,
     /// Size of the server's payload.
     pub payload_len: usize,
+    /// Read only the server's first line instead of a payload, check that it starts with this
+    /// and close (a server that speaks first and then waits for the client, like sshd).
+    pub banner: Option<&'static [u8]>,
     /// Connections to make (the client also stops when told to).
     pub connections: usize,
     /// Bind each connection to the next port of this range (round robin, SO_REUSEADDR).
@@ -47,10 +51,20 @@ impl ClientConfig {
             protocol,
             payload_len,
             connections,
+            banner: None,
             source_ports: None,
             interval: None,
             connect_timeout: Duration::from_secs(3),
             io_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A [`Protocol::ServerFirst`] client of a server whose first line starts with `prefix`
+    /// (see [`Self::banner`]).
+    pub fn banner(target: SocketAddr, prefix: &'static [u8], connections: usize) -> Self {
+        Self {
+            banner: Some(prefix),
+            ..Self::new(target, Protocol::ServerFirst, 0, connections)
         }
     }
 
@@ -75,7 +89,8 @@ impl ClientConfig {
 pub struct Sample {
     /// From connect() to established.
     pub connect: Duration,
-    /// From connect() to the server's FIN after the whole payload (request included).
+    /// From connect() to the server's FIN after the whole payload (request included), or to
+    /// the end of the banner line.
     pub total: Duration,
 }
 
@@ -321,6 +336,21 @@ fn connection(config: &ClientConfig, source_port: Option<u16>, expected: &[u8]) 
     let mut stream = TcpStream::from(socket);
     stream.set_read_timeout(Some(config.io_timeout))?;
     stream.set_write_timeout(Some(config.io_timeout))?;
+    if let Some(prefix) = config.banner {
+        let mut line = Vec::new();
+        BufReader::new(&stream)
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading the banner after {} bytes", line.len()))?;
+        let total = start.elapsed();
+        if !line.starts_with(prefix) || !line.ends_with(b"\n") {
+            bail!(
+                "banner {:?} is not a line starting with {:?}",
+                String::from_utf8_lossy(&line),
+                String::from_utf8_lossy(prefix)
+            );
+        }
+        return Ok(Sample { connect, total });
+    }
     if config.protocol == Protocol::RequestFirst {
         stream.write_all(REQUEST).context("sending the request")?;
     }

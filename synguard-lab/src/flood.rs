@@ -1,4 +1,5 @@
-//! Bounded floods from the client namespace at a server port.
+//! Bounded floods at a server port from the client namespace, or from any other namespace on a
+//! link of its own such as the lab's attacker ([`Flood::start_from`]).
 //!
 //! IPv4 uses hping3 (`-S` or `-A`, `--flood --rand-source`, at nice 10; sequence and acknowledgment
 //! numbers are random per packet unless set), always under `timeout` and stopped with SIGINT
@@ -20,7 +21,7 @@ use crate::craft::{OptionStyle, Segment, TcpFrame, XorShift};
 use crate::netns::join;
 use crate::packet::PacketSocket;
 use crate::process::{self, Process};
-use crate::topology::{Family, Lab};
+use crate::topology::{ClientLink, Family, Lab};
 
 /// Extra time `timeout` grants hping3 after SIGINT before it kills it.
 const KILL_AFTER: &str = "5";
@@ -82,7 +83,18 @@ impl Flood {
         port: u16,
         duration: Duration,
     ) -> Result<Self> {
-        Self::launch(lab, kind, false, dst, port, duration)
+        Self::launch(lab.first_client(), kind, false, dst, port, duration)
+    }
+
+    /// [`Self::start`] from the namespace of `link` (e.g. [`Lab::attacker`]) through its veth.
+    pub fn start_from(
+        link: &ClientLink,
+        kind: FloodKind,
+        dst: IpAddr,
+        port: u16,
+        duration: Duration,
+    ) -> Result<Self> {
+        Self::launch(link, kind, false, dst, port, duration)
     }
 
     /// [`Self::start`] from the first client's own address only: one source for synguard's
@@ -94,11 +106,11 @@ impl Flood {
         port: u16,
         duration: Duration,
     ) -> Result<Self> {
-        Self::launch(lab, kind, true, dst, port, duration)
+        Self::launch(lab.first_client(), kind, true, dst, port, duration)
     }
 
     fn launch(
-        lab: &Lab,
+        link: &ClientLink,
         kind: FloodKind,
         own_source: bool,
         dst: IpAddr,
@@ -111,7 +123,7 @@ impl Flood {
                     FloodKind::Syn => "-S",
                     FloodKind::Ack => "-A",
                 };
-                let mut cmd = lab.client().command("timeout");
+                let mut cmd = link.netns().command("timeout");
                 cmd.args([
                     "-s",
                     "INT",
@@ -122,7 +134,7 @@ impl Flood {
                 .args([
                     "nice",
                     "-n",
-                    "10",
+                    &ATTACKER_NICE.to_string(),
                     "hping3",
                     flag,
                     "--flood",
@@ -135,15 +147,15 @@ impl Flood {
             }
             IpAddr::V6(dst) => {
                 let socket = PacketSocket::open(
-                    lab.client(),
-                    lab.client_iface().name(),
+                    link.netns(),
+                    link.iface().name(),
                     Duration::from_millis(100),
                 )?;
                 // Source address (unless random), source port, sequence number and segment are
                 // filled in per frame.
                 let template = TcpFrame {
-                    l2: lab.client_to_server(None)?,
-                    src: lab.client_ip(Family::V6),
+                    l2: link.to_server(None)?,
+                    src: link.ip(Family::V6),
                     dst: dst.into(),
                     sport: 0,
                     dport: port,

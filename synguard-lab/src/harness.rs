@@ -13,6 +13,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::bpffs::Bpffs;
 use crate::daemon::{Daemon, XdpMode, binary};
+use crate::process::find_on_path;
 use crate::server::{PayloadServer, Protocol};
 use crate::topology::{Family, Lab, vlan_supported};
 
@@ -27,18 +28,11 @@ pub enum Need {
     Vlan,
 }
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path)
-            .any(|dir| std::fs::metadata(dir.join(tool)).is_ok_and(|m| m.is_file()))
-    })
-}
-
 fn missing(need: Need) -> Option<String> {
     match need {
-        Need::Tool(tool) => {
-            (!on_path(tool)).then(|| format!("`{tool}` is not installed (cargo xtask setup)"))
-        }
+        Need::Tool(tool) => find_on_path(tool)
+            .is_none()
+            .then(|| format!("`{tool}` is not installed (cargo xtask setup)")),
         Need::Daemon => binary().err().map(|e| format!("{e:#}")),
         Need::Vlan => match vlan_supported() {
             Ok(true) => None,
@@ -78,15 +72,29 @@ impl LabTurn {
     }
 }
 
+/// Whether this runs in CI (`CI=true`), where `cargo xtask setup` installed every tool.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
 /// Checks root and the basic tools plus `needs`. Returns this test's turn on the machine (see
 /// [`LabTurn`]), or prints `SKIP: <reason>` for `test` (visible even when the test harness
-/// captures output) and returns `None`.
+/// captures output) and returns `None`. A missing tool fails the test in CI instead: there it
+/// means `cargo xtask setup` does not install it, and a skip would hide that.
 pub fn start(test: &str, needs: &[Need]) -> Option<LabTurn> {
     let basics = [Need::Tool("ip"), Need::Tool("nft"), Need::Tool("bpftool")];
     let reason = if !nix::unistd::geteuid().is_root() {
         Some("needs root (network namespaces, XDP, nftables)".to_owned())
     } else {
-        basics.iter().chain(needs).find_map(|n| missing(*n))
+        basics.iter().chain(needs).find_map(|&need| {
+            let reason = missing(need)?;
+            if matches!(need, Need::Tool(_)) && in_ci() {
+                panic!(
+                    "{test}: {reason}, in CI: add its package to APT_PACKAGES in xtask/src/setup.rs"
+                );
+            }
+            Some(reason)
+        })
     };
     if let Some(reason) = reason {
         // Straight to the stream: the test harness captures print! output of passing tests.

@@ -1,10 +1,12 @@
 //! A network-namespace lab for synguard: a client and a server namespace joined by a veth
-//! pair, the daemon under test in the server namespace, real TCP traffic, hping3 floods,
+//! pair, the daemon under test in the server namespace, real TCP traffic (the lab's own server
+//! and client, or nginx, ab and sshd from Debian), hping3 floods,
 //! crafted SYNs, packet captures checked with an independent parser, and the kernel's and
 //! synguard's counters. Everything it creates is named `sgl…` and removed by drop guards.
 //!
 //! Needs root; the integration tests in `tests/` print `SKIP:` when something is missing.
 
+pub mod ab;
 pub mod bpffs;
 pub mod capture;
 pub mod client;
@@ -21,4 +23,5 @@ pub mod peer_xdp;
 pub mod process;
 pub mod scratch;
 pub mod server;
+pub mod third_party;
 pub mod topology;

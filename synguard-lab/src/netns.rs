@@ -157,6 +157,29 @@ impl Iface {
         self.ip(&args).map(drop)
     }
 
+    /// A permanent neighbour entry: `addr` is at `mac` behind this interface, so nothing needs
+    /// ARP or neighbour discovery to reach it (for a peer whose XDP program drops everything).
+    pub fn add_permanent_neighbour(&self, addr: IpAddr, mac: [u8; 6]) -> Result<()> {
+        let mac = mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let addr = addr.to_string();
+        self.ip(&[
+            "neigh",
+            "replace",
+            &addr,
+            "lladdr",
+            &mac,
+            "dev",
+            &self.name,
+            "nud",
+            "permanent",
+        ])
+        .map(drop)
+    }
+
     pub fn set_up(&self) -> Result<()> {
         self.ip(&["link", "set", "dev", &self.name, "up"]).map(drop)
     }

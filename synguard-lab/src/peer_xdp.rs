@@ -1,5 +1,5 @@
 //! XDP programs the lab attaches itself: a pass-through one for the client end of the veth
-//! pair, and any other (the benchmark's floors).
+//! pair, a drop-everything one for an attacker's end, and any other (the benchmark's floors).
 //!
 //! XDP_TX on a veth queues the frame on the peer's receive ring, but the kernel only schedules
 //! the peer's NAPI poll when the *peer* has an XDP program (`veth_xdp_flush` checks
@@ -17,7 +17,7 @@ use std::os::fd::OwnedFd;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::floodgen::bpf::{Insn, R0, XDP_PASS, XdpProgram, asm};
+use crate::floodgen::bpf::{Insn, R0, XDP_PASS, XdpProgram, asm, drop_program};
 use crate::netns::Netns;
 
 /// An XDP program attached in driver (native) mode through a BPF link; detached on drop.
@@ -34,6 +34,12 @@ impl NativeProgram {
             "sgl_nap",
             &[asm::mov(R0, XDP_PASS as i32), asm::exit()],
         )
+    }
+
+    /// A program that drops every frame on `iface` in `netns` (ARP and neighbour discovery
+    /// included), in driver mode so that the peer's `XDP_TX` frames reach it and die there.
+    pub fn drop_all(netns: &Netns, iface: &str) -> Result<Self> {
+        Self::attach(netns, iface, "sgl_sink", &drop_program())
     }
 
     /// Loads `insns` as `name` and attaches them to `iface` in `netns`.

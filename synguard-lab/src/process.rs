@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -24,6 +25,14 @@ pub fn nice_this_thread(nice: i32) -> Result<()> {
             .with_context(|| format!("setting nice {nice}"));
     }
     Ok(())
+}
+
+/// The path of executable `tool` in a directory on `PATH`.
+pub fn find_on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|candidate| std::fs::metadata(candidate).is_ok_and(|m| m.is_file()))
 }
 
 /// `program arg arg ...`, for messages.

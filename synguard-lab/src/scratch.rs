@@ -1,4 +1,5 @@
-//! A scratch directory for a test's files (config files, CIDR lists), removed on drop.
+//! A scratch directory for a test's files (config files, CIDR lists, a third-party server's
+//! config, keys and documents), removed on drop.
 
 use std::fs;
 use std::path::PathBuf;
@@ -19,11 +20,16 @@ impl ScratchDir {
         Ok(Self { dir })
     }
 
-    /// Writes (or replaces) `name` with `text`; returns its path.
-    pub fn write(&self, name: &str, text: &str) -> Result<PathBuf> {
+    /// Writes (or replaces) `name` with `contents`; returns its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> Result<PathBuf> {
         let path = self.dir.join(name);
-        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
+    }
+
+    /// The path `name` would have in the directory (for files a program writes there).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
     }
 }
 

@@ -1,11 +1,13 @@
 //! The lab: a client namespace and a server namespace joined by one veth pair, IPv4 and IPv6,
-//! optionally an 802.1Q sub-interface on both ends, optionally a second client namespace on a
-//! veth pair and subnet of its own.
+//! optionally an 802.1Q sub-interface on both ends, optionally a second client namespace and
+//! an attacker namespace, each on a veth pair and subnet of its own.
 //!
 //! All addresses exist only inside these namespaces. Each client routes everything to the
-//! server; the server routes everything but its links to the first client, so it can answer
-//! spoofed flood sources (without a route the kernel drops their SYNs early and never makes
-//! cookies). No namespace forwards, so such replies die in the first client's namespace.
+//! server; the server routes everything but its links to the attacker if there is one, else
+//! to the first client, so it can answer spoofed flood sources (without a route the kernel
+//! drops their SYNs early and never makes cookies). No namespace forwards, so such replies die
+//! in the first client's namespace, or in the attacker's XDP program: a flood's reflected
+//! SYN-ACKs then never share a veth ring with the legitimate client's segments.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -106,8 +108,27 @@ pub const SECOND_LINK: Subnet = Subnet {
     client_v6: Ipv6Addr::new(0xfd00, 0x201, 2, 0, 0, 0, 0, 2),
 };
 
-/// A client namespace joined to the server namespace by a veth pair of its own, with a
-/// default route to the server. Removed on drop.
+/// The attacker's link ([`Lab::with_attacker`]).
+pub const ATTACKER_LINK: Subnet = Subnet {
+    server_v4: Ipv4Addr::new(10, 201, 3, 1),
+    client_v4: Ipv4Addr::new(10, 201, 3, 2),
+    server_v6: Ipv6Addr::new(0xfd00, 0x201, 3, 0, 0, 0, 0, 1),
+    client_v6: Ipv6Addr::new(0xfd00, 0x201, 3, 0, 0, 0, 0, 2),
+};
+
+/// What the namespace at the far end of a [`ClientLink`] does with the server's frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peer {
+    /// Receives them: an `XDP_PASS` program, so that the server's `XDP_TX` reaches it.
+    Client,
+    /// Sinks them: an `XDP_DROP` program, so that SYN-ACKs to its spoofed sources cost it
+    /// nothing. It drops ARP and neighbour discovery too, so both ends get permanent
+    /// neighbour entries instead.
+    Attacker,
+}
+
+/// A client (or attacker) namespace joined to the server namespace by a veth pair of its own,
+/// with a default route to the server. Removed on drop.
 pub struct ClientLink {
     // Drop order: detach the client's program, then the link, then the namespace.
     _peer_napi: NativeProgram,
@@ -124,7 +145,14 @@ impl Drop for ClientLink {
 
 impl ClientLink {
     /// Namespace `{id}-{role}`, veth ends `{id}s{suffix}` (server) and `{id}c{suffix}`.
-    fn create(server: &Netns, id: &str, role: &str, suffix: &str, subnet: Subnet) -> Result<Self> {
+    fn create(
+        server: &Netns,
+        id: &str,
+        role: &str,
+        suffix: &str,
+        subnet: Subnet,
+        peer: Peer,
+    ) -> Result<Self> {
         let netns = Netns::create(&format!("{id}-{role}"))?;
         let veth = VethPair::create(
             server,
@@ -137,14 +165,35 @@ impl ClientLink {
             let via = subnet.server(family).to_string();
             netns.ip(&[family_flag(family), "route", "add", "default", "via", &via])?;
         }
-        let peer_napi = NativeProgram::pass(&netns, veth.b.name())
-            .context("the client veth needs an XDP program so the server's XDP_TX reaches it")?;
-        Ok(Self {
+        let peer_napi = match peer {
+            Peer::Client => NativeProgram::pass(&netns, veth.b.name()).context(
+                "the client veth needs an XDP program so the server's XDP_TX reaches it",
+            )?,
+            Peer::Attacker => NativeProgram::drop_all(&netns, veth.b.name())?,
+        };
+        let link = Self {
             _peer_napi: peer_napi,
             veth,
             netns,
             subnet,
-        })
+        };
+        if peer == Peer::Attacker {
+            link.static_neighbours()?;
+        }
+        Ok(link)
+    }
+
+    /// Permanent neighbour entries for both ends' addresses on both ends: nothing on this
+    /// link needs ARP or neighbour discovery afterwards.
+    pub fn static_neighbours(&self) -> Result<()> {
+        let (server_mac, client_mac) = (self.server_iface().mac()?, self.iface().mac()?);
+        for family in Family::ALL {
+            self.iface()
+                .add_permanent_neighbour(self.server_ip(family), server_mac)?;
+            self.server_iface()
+                .add_permanent_neighbour(self.ip(family), client_mac)?;
+        }
+        Ok(())
     }
 
     pub fn netns(&self) -> &Netns {
@@ -192,9 +241,10 @@ fn family_flag(family: Family) -> &'static str {
 }
 
 /// Client and server namespaces joined by a veth pair, optionally a second client namespace
-/// with a veth pair of its own. Everything is removed on drop.
+/// and an attacker namespace with veth pairs of their own. Everything is removed on drop.
 pub struct Lab {
     // Drop order: the clients (programs, links, namespaces), then the server namespace.
+    attacker: Option<ClientLink>,
     second: Option<ClientLink>,
     first: ClientLink,
     server: Netns,
@@ -203,41 +253,55 @@ pub struct Lab {
 impl Lab {
     /// The plain lab: untagged link only.
     pub fn new() -> Result<Self> {
-        Self::build(None, false)
+        Self::build(None, false, false)
     }
 
     /// The lab plus an 802.1Q sub-interface with id `vid` on both ends ([`VLAN_LINK`]). Fails
     /// on kernels without 802.1Q support: see [`vlan_supported`].
     pub fn with_vlan(vid: u16) -> Result<Self> {
-        Self::build(Some(vid), false)
+        Self::build(Some(vid), false, false)
     }
 
     /// The plain lab plus a second client namespace on its own veth pair and subnet
     /// ([`SECOND_LINK`]); synguard must attach to both server ends
     /// ([`ClientLink::server_iface`]: `--iface` twice).
     pub fn with_second_client() -> Result<Self> {
-        Self::build(None, true)
+        Self::build(None, true, false)
     }
 
-    fn build(vid: Option<u16>, second: bool) -> Result<Self> {
+    /// The plain lab plus an attacker namespace on its own veth pair and subnet
+    /// ([`ATTACKER_LINK`]) whose end drops every frame in XDP, and the server's default route
+    /// through it: replies to a flood's spoofed sources, the kernel's and synguard's, go there
+    /// and die, not into the first client's veth. synguard must attach to both server ends.
+    pub fn with_attacker() -> Result<Self> {
+        Self::build(None, false, true)
+    }
+
+    fn build(vid: Option<u16>, second: bool, attacker: bool) -> Result<Self> {
         let id = unique_id();
         let server = Netns::create(&format!("{id}-srv"))?;
-        let first = ClientLink::create(&server, &id, "cli", "", LINK)?;
+        let first = ClientLink::create(&server, &id, "cli", "", LINK, Peer::Client)?;
         // The sub-interfaces go with the namespaces.
         if let Some(vid) = vid {
             let server_vlan = add_vlan(&server, first.server_iface(), &format!("{id}sv"), vid)?;
             let client_vlan = add_vlan(first.netns(), first.iface(), &format!("{id}cv"), vid)?;
             VLAN_LINK.configure(&server_vlan, &client_vlan)?;
         }
-        // Everything else (spoofed flood sources) goes back to the first client.
+        let second = second
+            .then(|| ClientLink::create(&server, &id, "cl2", "2", SECOND_LINK, Peer::Client))
+            .transpose()?;
+        let attacker = attacker
+            .then(|| ClientLink::create(&server, &id, "atk", "a", ATTACKER_LINK, Peer::Attacker))
+            .transpose()?;
+        // Everything else (spoofed flood sources) goes to the attacker, or back to the first
+        // client.
+        let sink = attacker.as_ref().map_or(LINK, |a| a.subnet);
         for family in Family::ALL {
-            let via = LINK.client(family).to_string();
+            let via = sink.client(family).to_string();
             server.ip(&[family_flag(family), "route", "add", "default", "via", &via])?;
         }
-        let second = second
-            .then(|| ClientLink::create(&server, &id, "cl2", "2", SECOND_LINK))
-            .transpose()?;
         Ok(Self {
+            attacker,
             second,
             first,
             server,
@@ -262,6 +326,13 @@ impl Lab {
         self.second
             .as_ref()
             .ok_or_else(|| anyhow!("the lab has no second client (Lab::with_second_client)"))
+    }
+
+    /// The attacker's link; an error unless built with [`Self::with_attacker`].
+    pub fn attacker(&self) -> Result<&ClientLink> {
+        self.attacker
+            .as_ref()
+            .ok_or_else(|| anyhow!("the lab has no attacker (Lab::with_attacker)"))
     }
 
     /// The server's veth end of the first client: where synguard attaches.

@@ -122,7 +122,7 @@ fn sighup_during_a_flood() {
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
         let iface = lab.server_iface().name();
-        let path = scratch.write("synguard.toml", &config(iface, &[PORT], MSS_V1))?;
+        let path = scratch.write("synguard.toml", config(iface, &[PORT], MSS_V1))?;
         let mut daemon = Daemon::start_with_config(lab.server(), &path, &[])?;
 
         let flood = Flood::start(&lab, FloodKind::Syn, lab.server_ip(family), PORT, FLOOD)?;
@@ -145,7 +145,7 @@ fn sighup_during_a_flood() {
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
         sleep(Duration::from_secs(2));
-        scratch.write("synguard.toml", &config(iface, &[PORT, ADDED], MSS_V2))?;
+        scratch.write("synguard.toml", config(iface, &[PORT, ADDED], MSS_V2))?;
         daemon.signal(Signal::SIGHUP)?;
         let done = daemon.wait_for_line(RELOADED, RELOAD_TIMEOUT)?;
         println!("{done}");

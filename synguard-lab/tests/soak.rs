@@ -102,7 +102,7 @@ fn soak(duration: Duration) -> Result<()> {
     let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
     let files = ScratchDir::create()?;
     let iface = lab.server_iface().name();
-    let path = files.write("synguard.toml", &config(iface, 0))?;
+    let path = files.write("synguard.toml", config(iface, 0))?;
     let daemon = Daemon::start_with_config(lab.server(), &path, &[])?;
     let pid = daemon.pid();
     let at_start = Usage::of(pid)?;
@@ -130,7 +130,7 @@ fn soak(duration: Duration) -> Result<()> {
     for reload in 1..=reloads {
         let due = started + RELOAD_EVERY * u32::try_from(reload)?;
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        files.write("synguard.toml", &config(iface, reload))?;
+        files.write("synguard.toml", config(iface, reload))?;
         daemon.signal(Signal::SIGHUP)?;
         wait_for_reloads(&daemon, reload)?;
         let usage = Usage::of(pid)?;

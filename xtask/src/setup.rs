@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::run;
 
 /// Debian packages: LLVM 22 for bpf-linker, and the lab's tools.
-const APT_PACKAGES: [&str; 16] = [
+const APT_PACKAGES: [&str; 19] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "zlib1g-dev",
@@ -29,6 +29,11 @@ const APT_PACKAGES: [&str; 16] = [
     "systemd",
     // promtool: the metrics test checks the exposition with `promtool check metrics`.
     "prometheus",
+    // The real-servers test: nginx with ab (apache2-utils) as its load, and sshd. It runs them
+    // in the lab's namespaces from config files of its own, never the packages' services.
+    "nginx",
+    "apache2-utils",
+    "openssh-server",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

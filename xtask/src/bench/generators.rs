@@ -98,31 +98,6 @@ fn trafgen_config(lab: &Lab) -> Result<String> {
     ))
 }
 
-/// A permanent neighbour entry for the server's addresses in the client namespace.
-pub fn static_neighbour(lab: &Lab) -> Result<()> {
-    let mac = lab
-        .client_to_server(None)?
-        .dst_mac
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    for family in Family::ALL {
-        lab.client().ip(&[
-            "neigh",
-            "replace",
-            &lab.server_ip(family).to_string(),
-            "lladdr",
-            &mac,
-            "dev",
-            lab.client_iface().name(),
-            "nud",
-            "permanent",
-        ])?;
-    }
-    Ok(())
-}
-
 /// A generator's line in the comparison.
 pub struct GenResult {
     pub name: String,
@@ -137,7 +112,7 @@ pub fn compare(seconds: u64) -> Result<Vec<GenResult>> {
     let drop = XdpProgram::load("sgl_drop", &drop_program())?;
     let _link = attach(lab.server(), lab.server_iface().name(), &drop, true)?;
     // The drop program also drops ARP: hping3 (a raw IP socket) needs the neighbour.
-    static_neighbour(&lab)?;
+    lab.first_client().static_neighbours()?;
     let mut results = Vec::new();
     let duration = Duration::from_secs(seconds);
     let rx = || -> Result<u64> { Ok(link_stats(lab.server_iface())?.get("rx_packets")) };
