@@ -282,7 +282,14 @@ fn keep_without_pins(host: &Host) -> Result<()> {
         ),
     )?;
     let config = config.to_str().context("temp path")?;
-    let flag = ["--iface", host.iface.name(), "--ports", "8080", "--on-exit", "keep"];
+    let flag = [
+        "--iface",
+        host.iface.name(),
+        "--ports",
+        "8080",
+        "--on-exit",
+        "keep",
+    ];
     let binary = binary()?;
     for args in [&flag[..], &["--config", config]] {
         remove_run_files(host.iface.name());
@@ -298,7 +305,12 @@ fn keep_without_pins(host: &Host) -> Result<()> {
             args,
             output.status.success(),
             &text,
-            &["--on-exit keep", "BPF filesystem", "mount -t bpf", "--pin-dir"],
+            &[
+                "--on-exit keep",
+                "BPF filesystem",
+                "mount -t bpf",
+                "--pin-dir",
+            ],
         )?;
         ensure!(
             text.trim_end().lines().count() == 1,

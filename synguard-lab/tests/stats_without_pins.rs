@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, ensure};
 use serde_json::Value;
 use synguard_common::Counter;
-use synguard_lab::daemon::{Daemon, XdpMode, run_once};
+use synguard_lab::daemon::{Daemon, XdpMode, binary, run_once};
 use synguard_lab::flood::{Flood, FloodKind};
 use synguard_lab::harness::{self, Need, run_cases};
 use synguard_lab::kernel::Counters;
@@ -69,7 +69,10 @@ fn synguard(lab: &Lab, args: &[&str]) -> Result<String> {
 }
 
 fn stats_json(lab: &Lab, args: &[&str]) -> Result<Value> {
-    let args: Vec<&str> = ["stats", "--json"].into_iter().chain(args.iter().copied()).collect();
+    let args: Vec<&str> = ["stats", "--json"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
     let out = synguard(lab, &args)?;
     serde_json::from_str(out.trim()).with_context(|| format!("stats --json printed {out}"))
 }
@@ -171,6 +174,18 @@ fn stats_and_top_find_a_daemon_without_pins() {
     );
 }
 
+/// How `synguard` is run without `CAP_SYS_ADMIN`: `setpriv` arguments.
+struct Unprivileged {
+    name: &'static str,
+    setpriv: &'static [&'static str],
+}
+
+impl std::fmt::Display for Unprivileged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
 #[test]
 fn without_cap_sys_admin_the_error_names_it() {
     let Some(_turn) = harness::start("stats without pins, no CAP_SYS_ADMIN", &NEEDS) else {
@@ -179,50 +194,46 @@ fn without_cap_sys_admin_the_error_names_it() {
     let lab = Lab::new().expect("lab");
     let daemon = start_unpinned(&lab).expect("daemon without pins");
     let iface = lab.server_iface().name();
-    let cases: [(&str, &[&str]); 2] = [
-        (
-            "uid 65534",
-            &["--reuid=65534", "--regid=65534", "--clear-groups"],
-        ),
-        (
-            "uid 0 with every capability but CAP_SYS_ADMIN",
-            &["--bounding-set=-sys_admin"],
-        ),
-    ];
-    run_cases(
-        "stats without pins, no CAP_SYS_ADMIN",
-        cases.map(|(name, _)| name),
-        |case| {
-            let (_, setpriv) = cases
-                .iter()
-                .find(|(name, _)| name == case)
-                .expect("a listed case");
-            let binary = synguard_lab::daemon::binary()?;
-            for command in ["stats", "top"] {
-                let mut cmd = lab.server().command("setpriv");
-                cmd.args(*setpriv)
-                    .arg("--")
-                    .arg(&binary)
-                    .args([command, "--iface", iface]);
-                let output = cmd.output().context("running setpriv")?;
-                let text = String::from_utf8_lossy(&output.stdout).into_owned()
-                    + &String::from_utf8_lossy(&output.stderr);
-                ensure!(
-                    !output.status.success(),
-                    "`synguard {command}` succeeded without CAP_SYS_ADMIN:\n{text}"
-                );
-                let error = text
-                    .lines()
-                    .find(|l| l.starts_with("error:"))
-                    .with_context(|| format!("no `error:` line from `synguard {command}`:\n{text}"))?;
-                ensure!(
-                    error.contains("lacks CAP_SYS_ADMIN") && error.contains(iface),
-                    "the error names neither the interface nor CAP_SYS_ADMIN: {error}"
-                );
-                println!("{case}: synguard {command} -> {error}");
-            }
-            Ok(())
+    let cases = [
+        Unprivileged {
+            name: "uid 65534",
+            setpriv: &["--reuid=65534", "--regid=65534", "--clear-groups"],
         },
-    );
-    daemon.stop().expect("stop").ensure_success().expect("clean exit");
+        Unprivileged {
+            name: "uid 0 with every capability but CAP_SYS_ADMIN",
+            setpriv: &["--bounding-set=-sys_admin"],
+        },
+    ];
+    run_cases("stats without pins, no CAP_SYS_ADMIN", cases, |case| {
+        let binary = binary()?;
+        for command in ["stats", "top"] {
+            let mut cmd = lab.server().command("setpriv");
+            cmd.args(case.setpriv)
+                .arg("--")
+                .arg(&binary)
+                .args([command, "--iface", iface]);
+            let output = cmd.output().context("running setpriv")?;
+            let text = String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr);
+            ensure!(
+                !output.status.success(),
+                "`synguard {command}` succeeded without CAP_SYS_ADMIN:\n{text}"
+            );
+            let error = text
+                .lines()
+                .find(|l| l.starts_with("error:"))
+                .with_context(|| format!("no `error:` line from `synguard {command}`:\n{text}"))?;
+            ensure!(
+                error.contains("lacks CAP_SYS_ADMIN") && error.contains(iface),
+                "the error names neither the interface nor CAP_SYS_ADMIN: {error}"
+            );
+            println!("{case}: synguard {command} -> {error}");
+        }
+        Ok(())
+    });
+    daemon
+        .stop()
+        .expect("stop")
+        .ensure_success()
+        .expect("clean exit");
 }

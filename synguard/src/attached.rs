@@ -167,7 +167,10 @@ fn only_program(attached: &[AttachedXdp], pins: &str) -> Result<(u32, String), F
         (None, _) => Err(FindError::NoneHere {
             pins: pins.to_owned(),
         }),
-        (Some((program, ifaces)), None) => Ok((program, ifaces.join(","))),
+        (Some((program, mut ifaces)), None) => {
+            ifaces.sort_unstable();
+            Ok((program, ifaces.join(",")))
+        }
         (Some(first), Some(second)) => Err(FindError::Several(
             [first, second]
                 .into_iter()

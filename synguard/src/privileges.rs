@@ -55,7 +55,9 @@ pub fn by_id_hint() -> &'static str {
         Some(caps) if caps & (1 << SYS_ADMIN) == 0 => {
             "this process lacks CAP_SYS_ADMIN, which opening BPF programs and maps by id needs: run it as root"
         }
-        _ => "the kernel refused it although this process has CAP_SYS_ADMIN (a user namespace? kernel lockdown?)",
+        _ => {
+            "the kernel refused it although this process has CAP_SYS_ADMIN (a user namespace? kernel lockdown?)"
+        }
     }
 }
 

@@ -52,7 +52,10 @@ pub enum ReadError {
     },
     #[error("XDP program {0} is not loaded any more")]
     NoProgram(u32),
-    #[error("opening XDP program {program} and its maps by id was refused: {}", privileges::by_id_hint())]
+    #[error(
+        "opening XDP program {program} and its maps by id was refused: {}",
+        privileges::by_id_hint()
+    )]
     ById { program: u32 },
     #[error("XDP program {id} has no map `{name}`: not a synguard program")]
     MissingMap { id: u32, name: &'static str },
