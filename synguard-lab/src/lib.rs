@@ -21,4 +21,5 @@ pub mod peer_xdp;
 pub mod process;
 pub mod scratch;
 pub mod server;
+pub mod top;
 pub mod topology;

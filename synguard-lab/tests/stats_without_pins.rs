@@ -20,6 +20,7 @@ use synguard_lab::daemon::{Daemon, XdpMode, binary, run_once};
 use synguard_lab::flood::{Flood, FloodKind};
 use synguard_lab::harness::{self, Need, run_cases};
 use synguard_lab::kernel::Counters;
+use synguard_lab::top::block_time_left;
 use synguard_lab::topology::{Family, Lab};
 
 const PORT: u16 = 8080;
@@ -138,19 +139,7 @@ fn stats_and_top_find_a_daemon_without_pins() {
             }
 
             let source = format!("{}/32", lab.client_ip(Family::V4));
-            let row = top
-                .lines()
-                .skip_while(|l| !l.starts_with("blocked sources"))
-                .skip(1)
-                .take_while(|l| !l.is_empty())
-                .find(|l| l.starts_with(&source))
-                .ok_or_else(|| anyhow!("{source} is not among the blocked sources:\n{top}"))?;
-            let left: f64 = row
-                .split_whitespace()
-                .last()
-                .and_then(|t| t.strip_suffix('s'))
-                .and_then(|t| t.parse().ok())
-                .ok_or_else(|| anyhow!("no time left in `{row}`"))?;
+            let left = block_time_left(&top, &source)?;
             ensure!(
                 left > BLOCK_SECONDS - 10.0 && left <= BLOCK_SECONDS,
                 "{source} blocked for {left}s more, expected at most {BLOCK_SECONDS}s and over {}s",

@@ -55,7 +55,7 @@ impl Lifecycle {
                 bail!("{KEEP_NEEDS_PINS}");
             }
             warn!(
-                "/sys/fs/bpf is not a BPF filesystem: running without restart-safe pins (a restart or crash detaches XDP); mount it or pass --pin-dir"
+                "/sys/fs/bpf is not a BPF filesystem: running without restart-safe pins (a restart or crash detaches XDP); for pins mount a bpffs (outside /sys under `ip netns exec`) and pass --pin-dir"
             );
         }
         let names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
