@@ -24,4 +24,5 @@ pub mod process;
 pub mod scratch;
 pub mod server;
 pub mod third_party;
+pub mod top;
 pub mod topology;

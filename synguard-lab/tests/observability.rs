@@ -22,6 +22,7 @@ use synguard_lab::flood::{Flood, FloodKind};
 use synguard_lab::harness::{self, Need, PINNED_FLOOD_NEEDS, PinnedBench, run_cases};
 use synguard_lab::kernel::Counters;
 use synguard_lab::server::{PayloadServer, Protocol};
+use synguard_lab::top::block_time_left;
 use synguard_lab::topology::{Family, Lab};
 
 const PORT: u16 = 8080;
@@ -311,22 +312,7 @@ fn top_shows_a_flooding_source_blocked() {
         println!("synguard top during the flood:\n{top}");
 
         let source = format!("{}/32", lab.client_ip(Family::V4));
-        let blocked: Vec<&str> = top
-            .lines()
-            .skip_while(|l| !l.starts_with("blocked sources"))
-            .skip(1)
-            .take_while(|l| !l.is_empty())
-            .collect();
-        let row = blocked
-            .iter()
-            .find(|l| l.starts_with(&source))
-            .ok_or_else(|| anyhow!("{source} is not among the blocked sources:\n{top}"))?;
-        let left: f64 = row
-            .split_whitespace()
-            .last()
-            .and_then(|t| t.strip_suffix('s'))
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| anyhow!("no time left in `{row}`"))?;
+        let left = block_time_left(&top, &source)?;
         ensure!(
             left > 20.0 && left <= 30.0,
             "{source} blocked for {left}s more, expected (20, 30] of a 30 s block"

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, ensure};
 use synguard_lab::bpffs::Bpffs;
-use synguard_lab::daemon::{binary, remove_run_files, run_once};
+use synguard_lab::daemon::{binary, remove_run_files, run_files, run_once};
 use synguard_lab::harness::{self, Need};
 use synguard_lab::kernel;
 use synguard_lab::netns::{Iface, Netns, unique_id};
@@ -91,7 +91,8 @@ impl Host {
 
 #[test]
 fn bad_operator_input_is_refused_clearly() {
-    let Some(_turn) = harness::start("operator input", &[Need::Daemon]) else {
+    let Some(_turn) = harness::start("operator input", &[Need::Daemon, Need::Tool("timeout")])
+    else {
         return;
     };
     let host = Host::new().expect("namespace with an interface");
@@ -149,6 +150,7 @@ fn bad_operator_input_is_refused_clearly() {
         config_files as fn(&Host) -> Result<()>,
         nft_missing,
         incompatible_pins,
+        keep_without_pins,
     ] {
         if let Err(e) = check(&host) {
             failures.push(format!("{e:#}"));
@@ -263,6 +265,62 @@ fn incompatible_pins(host: &Host) -> Result<()> {
         ],
         &["does not match", &detach],
     )
+}
+
+/// `--on-exit keep` (flag or config key) where there can be no pins (`ip netns exec` leaves
+/// no bpffs at /sys/fs/bpf, and no `--pin-dir`): refused at start with one line saying how to
+/// get pins, before anything is touched (not even the interface's lock file). Run under
+/// `timeout`: a daemon that accepted it would run until stopped.
+fn keep_without_pins(host: &Host) -> Result<()> {
+    let dir = tempdir()?;
+    let config = dir.join("keep.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "iface = [\"{}\"]\nports = [8080]\non_exit = \"keep\"\n",
+            host.iface.name()
+        ),
+    )?;
+    let config = config.to_str().context("temp path")?;
+    let flag = [
+        "--iface",
+        host.iface.name(),
+        "--ports",
+        "8080",
+        "--on-exit",
+        "keep",
+    ];
+    let binary = binary()?;
+    for args in [&flag[..], &["--config", config]] {
+        remove_run_files(host.iface.name());
+        let output = host
+            .netns
+            .command("timeout")
+            .args(["30", &binary.to_string_lossy()])
+            .args(args)
+            .output()?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        host.check_refusal(
+            args,
+            output.status.success(),
+            &text,
+            &[
+                "--on-exit keep",
+                "BPF filesystem",
+                "mount -t bpf",
+                "--pin-dir",
+            ],
+        )?;
+        ensure!(
+            text.trim_end().lines().count() == 1,
+            "more than the error line:\n{text}"
+        );
+        let left = run_files(host.iface.name());
+        ensure!(left.is_empty(), "files left behind: {left:?}");
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
 }
 
 fn tempdir() -> Result<std::path::PathBuf> {

@@ -171,7 +171,8 @@ pub enum Command {
         pin_dir: Option<PathBuf>,
     },
     /// Counter totals, per-second rates, per-port modes and half-open estimates, read from
-    /// the pinned maps of a running (or `--on-exit keep`) synguard.
+    /// the maps of a running (or `--on-exit keep`) synguard: through its pins, or without
+    /// pins through the program attached to its interface (as root).
     Stats {
         #[command(flatten)]
         target: ReadTarget,
@@ -190,13 +191,15 @@ pub enum Command {
     },
 }
 
-/// Which pins `synguard stats` and `synguard top` read, and how often.
+/// Which synguard `synguard stats` and `synguard top` read, and how often.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ReadTarget {
-    /// Interface whose pins to read. [default: the only one with pins]
+    /// Interface whose synguard to read. [default: the only one with pins, else the only
+    /// synguard program attached in this network namespace]
     #[arg(long, value_name = "IF")]
     pub iface: Option<String>,
-    /// BPF filesystem directory of the pins. [default: /sys/fs/bpf/synguard]
+    /// BPF filesystem directory of the pins, and read only through pins. [default:
+    /// /sys/fs/bpf/synguard, then the interfaces]
     #[arg(long, value_name = "DIR")]
     pub pin_dir: Option<PathBuf>,
     /// Print again every SECS seconds until interrupted (rates over the last SECS).

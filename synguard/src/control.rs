@@ -88,6 +88,7 @@ impl Control {
             ("xdp_mode", new.xdp_mode != old.xdp_mode),
             ("stats_interval", new.stats_interval != old.stats_interval),
             ("metrics_addr", new.metrics_addr != old.metrics_addr),
+            ("on_exit", new.on_exit != old.on_exit),
         ] {
             if changed {
                 warn!("reload: a change of `{key}` needs a restart; keeping the current value");
@@ -97,6 +98,7 @@ impl Control {
         new.xdp_mode = old.xdp_mode;
         new.stats_interval = old.stats_interval;
         new.metrics_addr = old.metrics_addr;
+        new.on_exit = old.on_exit;
         for (v6, capacity) in [
             (false, self.policy_capacity.0),
             (true, self.policy_capacity.1),

@@ -10,15 +10,14 @@ use std::fs;
 use std::io;
 use std::net::SocketAddr;
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP, TCP_SYN_RECV, TCP_TIME_WAIT},
     inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags},
 };
-use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+
+use crate::netlink::DumpSocket;
 
 /// `/proc/net/netstat` TcpExt counters that rise when a listener's queue is full:
 /// accept-queue overflows, every listen drop, and SYN-queue overflows the kernel answered
@@ -45,20 +44,11 @@ pub struct PortSockets {
 }
 
 /// A NETLINK_SOCK_DIAG socket for socket dumps.
-pub struct SockDiag {
-    socket: Socket,
-    buf: Vec<u8>,
-}
+pub struct SockDiag(DumpSocket);
 
 impl SockDiag {
     pub fn open() -> io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
-        socket.bind_auto()?;
-        socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
-        Ok(Self {
-            socket,
-            buf: vec![0; 64 * 1024],
-        })
+        DumpSocket::open(NETLINK_SOCK_DIAG).map(Self)
     }
 
     /// Sockets (IPv4 and IPv6) in `states` (SYN_RECV, TIME_WAIT) per local port.
@@ -99,59 +89,20 @@ impl SockDiag {
             (AF_INET, SocketId::new_v4()),
             (AF_INET6, SocketId::new_v6()),
         ] {
-            self.dump(family, socket_id, states.clone(), &mut visit)?;
-        }
-        Ok(())
-    }
-
-    fn dump(
-        &mut self,
-        family: u8,
-        socket_id: SocketId,
-        states: StateFlags,
-        visit: &mut impl FnMut(&InetResponse),
-    ) -> io::Result<()> {
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let mut request = NetlinkMessage::new(
-            header,
-            SockDiagMessage::InetRequest(InetRequest {
+            let request = SockDiagMessage::InetRequest(InetRequest {
                 family,
                 protocol: IPPROTO_TCP,
                 extensions: ExtensionFlags::empty(),
-                states,
+                states: states.clone(),
                 socket_id,
-            })
-            .into(),
-        );
-        request.finalize();
-        let mut out = vec![0; request.buffer_len()];
-        request.serialize(&mut out);
-        self.socket.send(&out, 0)?;
-        loop {
-            let size = self.socket.recv(&mut &mut self.buf[..], 0)?;
-            let mut offset = 0;
-            while offset < size {
-                let message =
-                    NetlinkMessage::<SockDiagMessage>::deserialize(&self.buf[offset..size])
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let length = message.header.length as usize;
-                match message.payload {
-                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                        visit(&response);
-                    }
-                    NetlinkPayload::Done(_) => return Ok(()),
-                    NetlinkPayload::Error(e) => {
-                        return Err(io::Error::other(format!("sock_diag dump: {e:?}")));
-                    }
-                    _ => {}
+            });
+            self.0.dump(request, |message| {
+                if let SockDiagMessage::InetResponse(response) = message {
+                    visit(&response);
                 }
-                if length == 0 {
-                    break;
-                }
-                offset += length;
-            }
+            })?;
         }
+        Ok(())
     }
 }
 

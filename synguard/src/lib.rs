@@ -1,6 +1,7 @@
 //! synguard as a library: the daemon's building blocks, shared by the `synguard` binary and
 //! the tests that run the embedded XDP program through `BPF_PROG_TEST_RUN`.
 
+pub mod attached;
 pub mod auto;
 pub mod cli;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod kernel_view;
 pub mod lifecycle;
 pub mod loader;
 pub mod metrics;
+pub mod netlink;
 pub mod nft;
 pub mod notify;
 pub mod peers;

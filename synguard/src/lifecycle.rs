@@ -2,7 +2,7 @@
 //! the per-interface locks, the pins ([`crate::pins`]) and the state file
 //! ([`crate::state`]) an earlier synguard left, which this run adopts.
 //!
-//! Order in `main`: [`Lifecycle::begin`] (locks, pins, earlier state), load with
+//! Order in `main`: [`Lifecycle::begin`] (pins, locks, earlier state), load with
 //! [`Lifecycle::map_pins`], [`Lifecycle::install_table`], [`Lifecycle::sysctls`] and set them,
 //! attach with [`Lifecycle::pins`], [`Lifecycle::record`], run, [`Lifecycle::finish`].
 
@@ -13,12 +13,16 @@ use synguard_common::DatapathConfig;
 use tracing::{info, warn};
 
 use crate::cli::XdpMode;
+use crate::config::OnExit;
 use crate::loader::{self, Attachments, Interface};
 use crate::nft::SynproxyTable;
 use crate::pins::{MapPins, PinDir};
 use crate::ports::PortSet;
 use crate::state::{AttachState, IfaceLock, lock_all};
 use crate::sysctl::SysctlGuard;
+
+/// Why `--on-exit keep` is refused without pins, and how to get them.
+const KEEP_NEEDS_PINS: &str = "--on-exit keep (config on_exit = \"keep\") needs restart-safe pins, but /sys/fs/bpf is not a BPF filesystem here (`ip netns exec` remounts /sys): mount one outside /sys (`mkdir -p /run/synguard-bpf && mount -t bpf bpf /run/synguard-bpf`) and pass --pin-dir /run/synguard-bpf, or use --on-exit remove";
 
 pub struct Lifecycle {
     _locks: Vec<IfaceLock>,
@@ -34,16 +38,28 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    /// Locks every interface (a second synguard on one of them fails here, before touching
-    /// anything), finds the pin root and reads what an earlier run left.
+    /// Finds the pin root (`--on-exit keep` without one is refused here, before anything is
+    /// touched), locks every interface (a second synguard on one of them fails here) and reads
+    /// what an earlier run left.
     pub fn begin(
         ifaces: &[Interface],
         xdp_mode: XdpMode,
         pin_dir: Option<&Path>,
+        on_exit: OnExit,
     ) -> anyhow::Result<Self> {
+        let pins = PinDir::for_daemon(pin_dir)?;
+        if pins.is_none() {
+            // What keep leaves for the next start lives in the pins: without them the exit
+            // would have to remove everything after all.
+            if on_exit == OnExit::Keep {
+                bail!("{KEEP_NEEDS_PINS}");
+            }
+            warn!(
+                "/sys/fs/bpf is not a BPF filesystem: running without restart-safe pins (a restart or crash detaches XDP); for pins mount a bpffs (outside /sys under `ip netns exec`) and pass --pin-dir"
+            );
+        }
         let names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
         let locks = lock_all(names.iter().map(String::as_str))?;
-        let pins = PinDir::for_daemon(pin_dir)?;
         let mode = xdp_mode.to_string();
         let mut earlier: Option<AttachState> = None;
         for name in &names {
@@ -147,9 +163,7 @@ impl Lifecycle {
         table: SynproxyTable,
         mut sysctls: SysctlGuard,
     ) -> anyhow::Result<()> {
-        if keep && self.pins.is_none() {
-            warn!("--on-exit keep needs pins on a BPF filesystem: removing everything instead");
-        }
+        // [`Self::begin`] refused `keep` without pins.
         if keep && self.pins.is_some() {
             attachments.finish(true)?;
             table.keep();

@@ -119,7 +119,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ifaces = loader::resolve_interfaces(&settings.ifaces)?;
     let xdp_mode = settings.xdp_mode;
     // Locks the interfaces and finds what an earlier synguard left to adopt.
-    let mut lifecycle = Lifecycle::begin(&ifaces, xdp_mode, cli.pin_dir.as_deref())?;
+    let mut lifecycle =
+        Lifecycle::begin(&ifaces, xdp_mode, cli.pin_dir.as_deref(), settings.on_exit)?;
     // Before the datapath is touched (after the locks, so a second synguard on the interface
     // fails on its lock): a taken port fails the start-up cleanly.
     let metrics_listener = match settings.metrics_addr {

@@ -31,7 +31,6 @@ use aya::Ebpf;
 use aya::maps::MapInfo;
 use synguard_common::{MAP_COOKIE_PORTS, MAP_COUNTERS, MAP_PORT_LOAD, MAP_SOURCES};
 use thiserror::Error;
-use tracing::warn;
 
 use crate::private;
 
@@ -103,19 +102,14 @@ impl PinDir {
 
     /// The pin root for a daemon: `explicit` (`--pin-dir`) must be on bpffs; without it the
     /// default is used when `/sys/fs/bpf` is a BPF filesystem (as systemd mounts it), and
-    /// `None` (no pins, a warning) otherwise, e.g. under `ip netns exec`, which remounts /sys.
+    /// `None` (no pins) otherwise, e.g. under `ip netns exec`, which remounts /sys.
     pub fn for_daemon(explicit: Option<&Path>) -> Result<Option<Self>, PinError> {
         let root = match explicit {
             Some(root) => root,
             None if on_bpffs(Path::new(DEFAULT_PIN_DIR).parent().expect("has a parent")) => {
                 Path::new(DEFAULT_PIN_DIR)
             }
-            None => {
-                warn!(
-                    "/sys/fs/bpf is not a BPF filesystem: running without restart-safe pins (a restart or crash detaches XDP); mount it or pass --pin-dir"
-                );
-                return Ok(None);
-            }
+            None => return Ok(None),
         };
         let created = private::create_dir(root);
         if !on_bpffs(root) {

@@ -5,7 +5,8 @@
 /// and links, `CAP_NET_ADMIN` for an XDP program, nftables and network sysctls, `CAP_PERFMON`
 /// for the program's stack reads at variable offsets (the verifier allows them only then).
 pub const NEEDED: [(&str, u32); 3] = [("CAP_BPF", 39), ("CAP_NET_ADMIN", 12), ("CAP_PERFMON", 38)];
-/// `CAP_SYS_ADMIN` still grants what `CAP_BPF` and `CAP_PERFMON` split off from it.
+/// `CAP_SYS_ADMIN` still grants what `CAP_BPF` and `CAP_PERFMON` split off from it, and it
+/// alone opens BPF programs and maps by id (`BPF_*_GET_NEXT_ID`, `BPF_*_GET_FD_BY_ID`).
 const SYS_ADMIN: u32 = 21;
 const COVERED_BY_SYS_ADMIN: [&str; 2] = ["CAP_BPF", "CAP_PERFMON"];
 
@@ -44,6 +45,19 @@ pub fn hint(lacking: &[&str]) -> String {
             "this process lacks {}: synguard needs {all} (or root)",
             missing.join(" and ")
         ),
+    }
+}
+
+/// Why the kernel refused to open a BPF object by id (EPERM): this process lacks
+/// `CAP_SYS_ADMIN`, or something else (a user namespace, lockdown) denies it.
+pub fn by_id_hint() -> &'static str {
+    match effective() {
+        Some(caps) if caps & (1 << SYS_ADMIN) == 0 => {
+            "this process lacks CAP_SYS_ADMIN, which opening BPF programs and maps by id needs: run it as root"
+        }
+        _ => {
+            "the kernel refused it although this process has CAP_SYS_ADMIN (a user namespace? kernel lockdown?)"
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! `synguard stats` and `synguard top`: the pinned maps of a running synguard, read directly
-//! (no daemon involvement), as tables for a terminal or, for `stats --json`, one JSON object
-//! per reading (schema [`STATS_SCHEMA`], documented in the README).
+//! `synguard stats` and `synguard top`: the maps of a running synguard, read directly (no
+//! daemon involvement) through its pins, or without pins through the program attached to its
+//! interface ([`crate::attached`]), as tables for a terminal or, for `stats --json`, one JSON
+//! object per reading (schema [`STATS_SCHEMA`], documented in the README).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,21 +12,30 @@ use std::time::Duration;
 use serde::Serialize;
 use synguard_common::Counter;
 
+use crate::attached;
 use crate::cli::ReadTarget;
 use crate::pins::{DEFAULT_PIN_DIR, PinDir};
-use crate::snapshot::{Interval, MapReader, Snapshot, Source, monotonic_ns};
+use crate::snapshot::{Interval, MapReader, ReadError, Snapshot, Source, monotonic_ns};
 
 /// Version of the `synguard stats --json` schema; raised only for incompatible changes.
 pub const STATS_SCHEMA: u32 = 1;
 
+/// The maps to read and the interface(s) they serve: through the pins when there are any;
+/// without `--pin-dir` and without pins under the default root (a daemon under
+/// `ip netns exec` has none), through the program attached to the interface.
 fn open(target: &ReadTarget) -> anyhow::Result<(MapReader, String)> {
-    let pins = PinDir::new(
-        target
-            .pin_dir
-            .as_deref()
-            .unwrap_or(Path::new(DEFAULT_PIN_DIR)),
-    );
-    Ok(MapReader::from_pins(&pins, target.iface.as_deref())?)
+    let root = target
+        .pin_dir
+        .as_deref()
+        .unwrap_or(Path::new(DEFAULT_PIN_DIR));
+    match MapReader::from_pins(&PinDir::new(root), target.iface.as_deref()) {
+        Err(ReadError::NotPinned { .. } | ReadError::NoPins(_)) if target.pin_dir.is_none() => {
+            let pins = format!("none under {}", root.display());
+            let (program, ifaces) = attached::find_synguard(target.iface.as_deref(), &pins)?;
+            Ok((MapReader::of_program(program)?, ifaces))
+        }
+        found => Ok(found?),
+    }
 }
 
 /// Prints `text`, replacing the previous screen when watching on a terminal.

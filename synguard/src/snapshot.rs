@@ -1,6 +1,7 @@
 //! Read-only views of the datapath's maps, the one reading path of every observability output:
 //! the daemon's stats log lines and `/metrics`, and `synguard stats` / `synguard top`, which
-//! run beside the daemon and read the same maps through its pinned XDP link.
+//! run beside the daemon and read the same maps through its pinned XDP link, or without pins
+//! through the program attached to its interface ([`crate::attached`]).
 //!
 //! A [`MapReader`] holds its own file descriptors for the maps of one loaded XDP program
 //! (found by the program's id), so readers never borrow from, or lock against, the daemon's
@@ -14,7 +15,8 @@ use std::time::{Duration, Instant};
 use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::loaded_programs;
+use aya::programs::{ProgramError, ProgramInfo, loaded_programs};
+use aya::sys::SyscallError;
 use nix::time::{ClockId, clock_gettime};
 use synguard_common::{
     Counter, DatapathConfig, MAP_CONFIG, MAP_COOKIE_PORTS, MAP_COUNTERS, MAP_POLICY4, MAP_POLICY6,
@@ -26,11 +28,12 @@ use thiserror::Error;
 use crate::counters::CounterTotals;
 use crate::pins::PinDir;
 use crate::ports::PortSet;
+use crate::privileges;
 
 #[derive(Debug, Error)]
 pub enum ReadError {
     #[error(
-        "no synguard pins for `{iface}` under {} (is synguard running on it with pins? a daemon without pins cannot be read from outside; give --pin-dir if it uses another)",
+        "no synguard pins for `{iface}` under {} (is synguard running on it with pins there? without --pin-dir, a daemon without pins is found through its interface)",
         dir.display()
     )]
     NotPinned { iface: String, dir: PathBuf },
@@ -50,6 +53,11 @@ pub enum ReadError {
     },
     #[error("XDP program {0} is not loaded any more")]
     NoProgram(u32),
+    #[error(
+        "opening XDP program {program} and its maps by id was refused: {}",
+        privileges::by_id_hint()
+    )]
+    ById { program: u32 },
     #[error("XDP program {id} has no map `{name}`: not a synguard program")]
     MissingMap { id: u32, name: &'static str },
     #[error("map `{name}`")]
@@ -265,10 +273,7 @@ impl MapReader {
     /// The maps of the loaded program with id `program`, looked up by id: needs `CAP_SYS_ADMIN`
     /// (`synguard stats`, `synguard top`).
     pub fn of_program(program: u32) -> Result<Self, ReadError> {
-        let info = loaded_programs()
-            .filter_map(Result::ok)
-            .find(|p| p.id() == program)
-            .ok_or(ReadError::NoProgram(program))?;
+        let info = program_info(program)?;
         let mut found: BTreeMap<String, MapData> = BTreeMap::new();
         for id in info
             .map_ids()
@@ -405,6 +410,24 @@ impl MapReader {
             maps,
         })
     }
+}
+
+/// The loaded program with id `program`. Programs are found by id, which needs
+/// `CAP_SYS_ADMIN`: a refusal is [`ReadError::ById`], naming it.
+pub fn program_info(program: u32) -> Result<ProgramInfo, ReadError> {
+    for info in loaded_programs() {
+        match info {
+            Ok(info) if info.id() == program => return Ok(info),
+            Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
+                if io_error.raw_os_error() == Some(libc::EPERM) =>
+            {
+                return Err(ReadError::ById { program });
+            }
+            // Another program, or one unloaded during the walk.
+            _ => {}
+        }
+    }
+    Err(ReadError::NoProgram(program))
 }
 
 /// A port bitmap (`SG_PORTS` layout) as a [`PortSet`].
