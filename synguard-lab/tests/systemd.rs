@@ -101,7 +101,7 @@ fn unit_passes_systemd_analyze_verify() {
         let binary = binary()?;
         fs::write(
             &copy,
-            text.replace("/usr/local/bin/synguard", &binary.to_string_lossy()),
+            text.replace("/usr/bin/synguard", &binary.to_string_lossy()),
         )?;
         let output = Command::new("systemd-analyze")
             .arg("verify")
