@@ -2,8 +2,9 @@
 //! the binary, the unit, the 0600 config (a conffile), the man pages and the completions in
 //! place without enabling or starting the service; `synguard --version`, `man -w synguard`
 //! and `systemd-analyze verify` on the installed unit work; a reinstall keeps an edited
-//! config; `dpkg --purge` leaves none of the package's files or directories, /etc/synguard
-//! and the systemd helper's state included.
+//! config; `dpkg -r` detaches what a synguard left with `--on-exit keep`; `dpkg --purge`
+//! leaves none of the package's files or directories, /etc/synguard and the systemd helper's
+//! state included.
 //!
 //! The package: `$SYNGUARD_DEB` (`cargo xtask test` sets it), else the newest
 //! `target/debian/synguard_*.deb`.
@@ -14,8 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail, ensure};
+use synguard_lab::daemon::{Daemon, XdpMode, run_files};
 use synguard_lab::harness::{self, Need, run_cases};
+use synguard_lab::kernel::nft_tables;
 use synguard_lab::process::run;
+use synguard_lab::topology::Lab;
 
 const PACKAGE: &str = "synguard";
 const BINARY: &str = "/usr/bin/synguard";
@@ -240,6 +244,41 @@ fn check_conffile_kept(deb: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `dpkg -r` undoes what a synguard left with `--on-exit keep` (the prerm runs `synguard
+/// detach`): a daemon stopped in a lab namespace leaves its nftables table and state file,
+/// and the removal, run in that namespace, takes both away.
+fn check_remove_detaches() -> Result<()> {
+    let lab = Lab::new()?;
+    let iface = lab.server_iface().name();
+    let table = "inet synguard".to_owned();
+    Daemon::start(
+        lab.server(),
+        iface,
+        "8080",
+        XdpMode::Skb,
+        &["--on-exit", "keep", "--metrics-addr", "none"],
+    )?
+    .stop()?
+    .ensure_success()?;
+    let state = || run_files(iface).into_iter().filter(|p| p.extension().is_some_and(|e| e == "json"));
+    ensure!(
+        nft_tables(lab.server())?.contains(&table) && state().count() == 1,
+        "--on-exit keep left no table or no state file"
+    );
+    let said = run(lab
+        .server()
+        .command("dpkg")
+        .args(["-r", PACKAGE])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let left: Vec<PathBuf> = state().collect();
+    ensure!(
+        !nft_tables(lab.server())?.contains(&table) && left.is_empty(),
+        "dpkg -r left the table or the state files {left:?}:\n{said}"
+    );
+    println!("dpkg -r in the lab namespace: synguard detach removed the table and the state file");
+    Ok(())
+}
+
 /// After the purge: no file of the package's list remains, and no directory of it unless
 /// another package owns it; nothing about the unit in deb-systemd-helper's state.
 fn check_purged(files: &[String]) -> Result<()> {
@@ -282,6 +321,7 @@ fn deb_installs_verifies_and_purges_cleanly() {
     let Some(_serial) = harness::start(
         "Debian package",
         &[
+            Need::Daemon,
             Need::Tool("dpkg"),
             Need::Tool("man"),
             Need::Tool("systemd-analyze"),
@@ -310,6 +350,7 @@ fn deb_installs_verifies_and_purges_cleanly() {
             .collect();
         check_installed(&files, &said)?;
         check_conffile_kept(&deb)?;
+        check_remove_detaches()?;
         dpkg(&["--purge", PACKAGE])?;
         drop(installed);
         check_purged(&files)
