@@ -15,13 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use synguard_lab::daemon::{Daemon, XdpMode, run_files};
-use synguard_lab::harness::{self, Need, run_cases};
-use synguard_lab::kernel::nft_tables;
+use synguard_lab::daemon::{XdpMode, run_files};
+use synguard_lab::harness::{self, Need, PinnedBench, run_cases};
+use synguard_lab::kernel::{nft_tables, xdp_prog_id};
 use synguard_lab::process::run;
-use synguard_lab::topology::Lab;
 
 const PACKAGE: &str = "synguard";
+/// The port the lab daemon protects in the removal check.
+const PORT: u16 = 8080;
 const BINARY: &str = "/usr/bin/synguard";
 const CONFIG: &str = "/etc/synguard/synguard.toml";
 const UNIT: &str = "/lib/systemd/system/synguard.service";
@@ -245,37 +246,42 @@ fn check_conffile_kept(deb: &Path) -> Result<()> {
 }
 
 /// `dpkg -r` undoes what a synguard left with `--on-exit keep` (the prerm runs `synguard
-/// detach`): a daemon stopped in a lab namespace leaves its nftables table and state file,
-/// and the removal, run in that namespace, takes both away.
+/// detach`): a daemon stopped in a lab namespace leaves its XDP program (pinned link), its
+/// nftables table and its state file, and the removal, run in that namespace, takes them away.
 fn check_remove_detaches() -> Result<()> {
-    let lab = Lab::new()?;
-    let iface = lab.server_iface().name();
+    let bench = PinnedBench::new(PORT, 1024)?;
+    let lab = &bench.lab;
+    let iface = lab.server_iface();
     let table = "inet synguard".to_owned();
-    Daemon::start(
-        lab.server(),
-        iface,
-        "8080",
-        XdpMode::Skb,
-        &["--on-exit", "keep", "--metrics-addr", "none"],
-    )?
-    .stop()?
-    .ensure_success()?;
-    let state = || run_files(iface).into_iter().filter(|p| p.extension().is_some_and(|e| e == "json"));
+    bench
+        .start(XdpMode::Skb, &["--on-exit", "keep", "--metrics-addr", "none"])?
+        .stop()?
+        .ensure_success()?;
+    let state = || {
+        run_files(iface.name())
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect::<Vec<_>>()
+    };
     ensure!(
-        nft_tables(lab.server())?.contains(&table) && state().count() == 1,
-        "--on-exit keep left no table or no state file"
+        xdp_prog_id(iface)?.is_some()
+            && nft_tables(lab.server())?.contains(&table)
+            && state().len() == 1,
+        "--on-exit keep left no XDP program, table or state file"
     );
     let said = run(lab
         .server()
         .command("dpkg")
         .args(["-r", PACKAGE])
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    let left: Vec<PathBuf> = state().collect();
+    let (program, tables, left) = (xdp_prog_id(iface)?, nft_tables(lab.server())?, state());
     ensure!(
-        !nft_tables(lab.server())?.contains(&table) && left.is_empty(),
-        "dpkg -r left the table or the state files {left:?}:\n{said}"
+        program.is_none() && !tables.contains(&table) && left.is_empty(),
+        "dpkg -r left XDP program {program:?}, tables {tables:?}, state files {left:?}:\n{said}"
     );
-    println!("dpkg -r in the lab namespace: synguard detach removed the table and the state file");
+    println!(
+        "dpkg -r in the lab namespace: the XDP program, the table and the state file are gone"
+    );
     Ok(())
 }
 
@@ -322,6 +328,7 @@ fn deb_installs_verifies_and_purges_cleanly() {
         "Debian package",
         &[
             Need::Daemon,
+            Need::Tool("mount"),
             Need::Tool("dpkg"),
             Need::Tool("man"),
             Need::Tool("systemd-analyze"),
