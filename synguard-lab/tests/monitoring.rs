@@ -241,8 +241,9 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
                 exported.iter().cloned().collect::<Vec<_>>().join(" ")
             );
 
-            let dashboard: Value = serde_json::from_str(&read(&packaging("grafana/synguard.json"))?)
-                .context("the dashboard is not JSON")?;
+            let dashboard: Value =
+                serde_json::from_str(&read(&packaging("grafana/synguard.json"))?)
+                    .context("the dashboard is not JSON")?;
             let mut in_dashboard = MetricNames::default();
             for expr in dashboard_exprs(&dashboard)? {
                 metric_names(&expr, &mut in_dashboard)?;
@@ -256,8 +257,7 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
                 in_dashboard.0.iter().cloned().collect::<Vec<_>>().join(" "),
                 in_rules.0.iter().cloned().collect::<Vec<_>>().join(" ")
             );
-            let unknown_in_dashboard: Vec<&String> =
-                in_dashboard.0.difference(&exported).collect();
+            let unknown_in_dashboard: Vec<&String> = in_dashboard.0.difference(&exported).collect();
             let unknown_in_rules: Vec<&String> = in_rules
                 .0
                 .iter()

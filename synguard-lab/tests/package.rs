@@ -213,7 +213,10 @@ fn check_installed(files: &[String], said_at_install: &str) -> Result<()> {
     let enabled = String::from_utf8_lossy(&enabled.stdout).trim().to_owned();
     ensure!(enabled == "disabled", "systemctl is-enabled: {enabled}");
     let wants = "/etc/systemd/system/multi-user.target.wants/synguard.service";
-    ensure!(!Path::new(wants).exists(), "{wants} exists: the unit was enabled");
+    ensure!(
+        !Path::new(wants).exists(),
+        "{wants} exists: the unit was enabled"
+    );
     let running: Vec<PathBuf> = fs::read_dir("/proc")?
         .flatten()
         .map(|e| e.path())
@@ -234,11 +237,17 @@ fn check_installed(files: &[String], said_at_install: &str) -> Result<()> {
 fn check_conffile_kept(deb: &Path) -> Result<()> {
     let shipped = fs::read_to_string(CONFIG)?;
     let edited = shipped.replace("ports = [80, 443]", "ports = [8443]");
-    ensure!(edited != shipped, "the shipped config has no `ports = [80, 443]`");
+    ensure!(
+        edited != shipped,
+        "the shipped config has no `ports = [80, 443]`"
+    );
     fs::write(CONFIG, &edited)?;
     dpkg(&["-i", &deb.to_string_lossy()])?;
     let now = fs::read_to_string(CONFIG)?;
-    ensure!(now == edited, "the reinstall replaced the edited {CONFIG}:\n{now}");
+    ensure!(
+        now == edited,
+        "the reinstall replaced the edited {CONFIG}:\n{now}"
+    );
     let mode = fs::metadata(CONFIG)?.permissions().mode() & 0o7777;
     ensure!(mode == 0o600, "{CONFIG} is {mode:o} after the reinstall");
     println!("reinstall: the edited {CONFIG} was kept (0600)");
@@ -254,7 +263,10 @@ fn check_remove_detaches() -> Result<()> {
     let iface = lab.server_iface();
     let table = "inet synguard".to_owned();
     bench
-        .start(XdpMode::Skb, &["--on-exit", "keep", "--metrics-addr", "none"])?
+        .start(
+            XdpMode::Skb,
+            &["--on-exit", "keep", "--metrics-addr", "none"],
+        )?
         .stop()?
         .ensure_success()?;
     let state = || {
@@ -295,8 +307,8 @@ fn check_purged(files: &[String]) -> Result<()> {
         let Ok(meta) = path.symlink_metadata() else {
             continue;
         };
-        let owned_by_another = meta.is_dir()
-            && run(Command::new("dpkg-query").arg("-S").arg(path)).is_ok();
+        let owned_by_another =
+            meta.is_dir() && run(Command::new("dpkg-query").arg("-S").arg(path)).is_ok();
         if !owned_by_another {
             left.push(path.display().to_string());
         }
