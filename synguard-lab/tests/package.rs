@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use synguard_lab::daemon::{XdpMode, run_files};
+use synguard_lab::daemon::{XdpMode, run_files, target_dir};
 use synguard_lab::harness::{self, Need, PinnedBench, run_cases};
 use synguard_lab::kernel::{nft_tables, xdp_prog_id};
 use synguard_lab::process::{run, run_quiet};
@@ -48,11 +48,7 @@ fn package() -> Result<PathBuf, String> {
             Err(format!("SYNGUARD_DEB={} is not a file", path.display()))
         };
     }
-    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-        PathBuf::from,
-    );
-    let dir = dir.join("debian");
+    let dir = target_dir().join("debian");
     fs::read_dir(&dir)
         .into_iter()
         .flatten()

@@ -26,7 +26,8 @@ enum Task {
     Setup,
     /// Build the release daemon: target/release/synguard.
     Build,
-    /// Setup, build, then run every test (one at a time) against the release daemon.
+    /// Setup, build the release daemon and the Debian package, then run every test (one at a
+    /// time) against them.
     Test {
         /// Passed on to the test binaries (a name filter, --nocapture, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
