@@ -41,6 +41,14 @@ impl std::fmt::Display for XdpMode {
     }
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    )
+}
+
 /// The synguard binary: `$SYNGUARD_BIN`, else the newer of `target/release/synguard` and
 /// `target/debug/synguard` under `$CARGO_TARGET_DIR` or the workspace's `target/`.
 pub fn binary() -> Result<PathBuf> {
@@ -54,10 +62,7 @@ pub fn binary() -> Result<PathBuf> {
         }
         return Ok(path);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-        PathBuf::from,
-    );
+    let target = target_dir();
     let candidates = ["release", "debug"].map(|profile| target.join(profile).join("synguard"));
     candidates
         .iter()

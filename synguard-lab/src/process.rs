@@ -61,6 +61,21 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Runs `cmd` to completion; fails unless it exits 0 and prints nothing: checkers such as
+/// `systemd-analyze verify` report problems on stdout or stderr and may still exit 0.
+pub fn run_quiet(cmd: &mut Command) -> Result<()> {
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("starting `{}`", describe(cmd)))?;
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() || !said.trim().is_empty() {
+        bail!("`{}` ({}): {}", describe(cmd), output.status, said.trim());
+    }
+    Ok(())
+}
+
 /// Output lines of a child (stdout and stderr interleaved in arrival order).
 #[derive(Default)]
 struct Log {

@@ -1,6 +1,7 @@
-//! `cargo xtask setup | build | test | lab | install`: the project's own tasks.
+//! `cargo xtask setup | build | test | lab | install | deb`: the project's own tasks.
 
 mod bench;
+mod deb;
 mod install;
 mod lab;
 mod setup;
@@ -25,7 +26,8 @@ enum Task {
     Setup,
     /// Build the release daemon: target/release/synguard.
     Build,
-    /// Setup, build, then run every test (one at a time) against the release daemon.
+    /// Setup, build the release daemon and the Debian package, then run every test (one at a
+    /// time) against them.
     Test {
         /// Passed on to the test binaries (a name filter, --nocapture, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -34,6 +36,8 @@ enum Task {
     /// Build the release daemon and install it with its systemd unit and default config
     /// (/usr/local/bin, /etc/systemd/system, /etc/synguard: an existing config is kept).
     Install,
+    /// Build the Debian package (cargo-deb): target/debian/synguard_VERSION-1_ARCH.deb.
+    Deb,
     /// The flood generators side by side (floodgen's three transmit paths, hping3, trafgen).
     Flood {
         /// How long each generator runs.
@@ -127,7 +131,8 @@ fn build() -> Result<()> {
 
 fn test(args: &[String]) -> Result<()> {
     setup::setup()?;
-    build()?;
+    // Builds the release daemon too; the package test installs the .deb.
+    let deb = deb::deb()?;
     run(cargo()
         .args([
             "test",
@@ -139,7 +144,8 @@ fn test(args: &[String]) -> Result<()> {
             "--test-threads=1",
         ])
         .args(args)
-        .env("SYNGUARD_BIN", release_binary()))
+        .env("SYNGUARD_BIN", release_binary())
+        .env("SYNGUARD_DEB", deb))
 }
 
 fn main() -> ExitCode {
@@ -148,6 +154,7 @@ fn main() -> ExitCode {
         Task::Build => build(),
         Task::Test { args } => test(&args),
         Task::Install => install::install(),
+        Task::Deb => deb::deb().map(drop),
         Task::Flood { seconds } => bench::flood(seconds),
         Task::Bench {
             seconds,

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::run;
 
 /// Debian packages: LLVM 22 for bpf-linker, and the lab's tools.
-const APT_PACKAGES: [&str; 19] = [
+const APT_PACKAGES: [&str; 20] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "zlib1g-dev",
@@ -34,10 +34,14 @@ const APT_PACKAGES: [&str; 19] = [
     "nginx",
     "apache2-utils",
     "openssh-server",
+    // man: the package test finds the installed man page with `man -w`.
+    "man-db",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// `cargo xtask deb` builds the Debian package with it (3.8 builds with rustc 1.85+).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Kernel modules synguard and the lab need, with the config symbol that builds them in.
 const MODULES: [(&str, &str); 4] = [
@@ -107,35 +111,54 @@ fn nightly_rust_src() -> Result<()> {
     Ok(())
 }
 
-fn bpf_linker() -> Result<()> {
-    let version = output(Command::new("bpf-linker").arg("--version"));
-    if version
-        .as_deref()
-        .is_some_and(|v| v.split_whitespace().any(|w| w == BPF_LINKER_VERSION))
-    {
-        println!("present: bpf-linker {BPF_LINKER_VERSION}");
+/// `cargo install NAME --version VERSION ARGS` with `envs`, unless `version_cmd` prints that
+/// version already.
+fn cargo_install(
+    name: &str,
+    version: &str,
+    version_cmd: &mut Command,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Result<()> {
+    if output(version_cmd).is_some_and(|v| v.split_whitespace().any(|w| w == version)) {
+        println!("present: {name} {version}");
         return Ok(());
     }
+    run(cargo()
+        .args(["install", name, "--version", version])
+        .args(args)
+        .envs(envs.iter().copied()))?;
+    println!("installed: {name} {version}");
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn bpf_linker() -> Result<()> {
     let path = format!(
         "{LLVM_PREFIX}/bin:{}",
         std::env::var("PATH").unwrap_or_default()
     );
-    run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args([
-                "install",
-                "bpf-linker",
-                "--version",
-                BPF_LINKER_VERSION,
-                "--no-default-features",
-                "--features",
-                "llvm-22",
-            ])
-            .env("PATH", path)
-            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
-    )?;
-    println!("installed: bpf-linker {BPF_LINKER_VERSION} (LLVM 22)");
-    Ok(())
+    cargo_install(
+        "bpf-linker",
+        BPF_LINKER_VERSION,
+        Command::new("bpf-linker").arg("--version"),
+        &["--no-default-features", "--features", "llvm-22"],
+        &[("PATH", &path), ("LLVM_SYS_221_PREFIX", LLVM_PREFIX)],
+    )
+}
+
+/// cargo-deb, for `cargo xtask deb`.
+pub fn cargo_deb() -> Result<()> {
+    cargo_install(
+        "cargo-deb",
+        CARGO_DEB_VERSION,
+        cargo().args(["deb", "--version"]),
+        &["--locked"],
+        &[],
+    )
 }
 
 fn kernel_modules() {
@@ -168,6 +191,7 @@ pub fn setup() -> Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_deb()?;
     kernel_modules();
     Ok(())
 }
