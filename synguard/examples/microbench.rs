@@ -5,7 +5,9 @@
 //!
 //! Every case is many separate calls with `repeat` 1 (a SYN becomes a SYN-ACK in place, so a
 //! repeated run would time the SYN-ACK path), each on a fresh copy of the frame; SYNs come
-//! from 4096 distinct sources. The figure is the median of the kernel's own per-call timing.
+//! from 4096 distinct sources, and in the `cold` case from a new source every call (what a
+//! spoofed flood is), in the `one_source` case all from one (a heavy source, tracked exactly).
+//! The figure is the median of the kernel's own per-call timing.
 //! Runs inside a scratch lab namespace so the "established" case can use a real socket.
 //!
 //! Prints one `{"name","value","unit"}` JSON object per line. Needs root.
@@ -27,6 +29,7 @@ use synguard_lab::netns::{Netns, unique_id};
 
 const PORT: u16 = 8080;
 const CALLS: usize = 20_000;
+const WARM_UP: usize = 1000;
 const SOURCES: u32 = 4096;
 const L2_PLAIN: L2 = L2 {
     src_mac: [2, 0, 0, 0, 0, 2],
@@ -75,15 +78,15 @@ fn v4(i: u32) -> IpAddr {
 }
 
 /// Median and mean of the kernel's per-call time over `CALLS` calls cycling through
-/// `frames` (after 1000 untimed calls), checking the verdict of each.
+/// `frames` (after `WARM_UP` untimed calls), checking the verdict of each.
 fn time(prog: BorrowedFd<'_>, frames: &[Vec<u8>], want: u32) -> Result<(f64, f64)> {
     let mut out = vec![0u8; 512];
     let mut ns = Vec::with_capacity(CALLS);
-    // Warm caches and branch predictors (the first pass also fills synguard's LRU of sources).
-    for frame in frames.iter().cycle().take(1000) {
+    // Warm caches and branch predictors (and synguard's sketch and tables).
+    for frame in frames.iter().cycle().take(WARM_UP) {
         test_run(prog, frame, Some(&mut out), 1)?;
     }
-    for i in 0..CALLS {
+    for i in WARM_UP..WARM_UP + CALLS {
         let r = test_run(prog, &frames[i % frames.len()], Some(&mut out), 1)?;
         ensure!(r.retval == want, "verdict {} instead of {want}", r.retval);
         ns.push(r.duration.as_nanos() as f64);
@@ -121,6 +124,11 @@ fn run() -> Result<()> {
     let syns4: Vec<Vec<u8>> = (0..SOURCES)
         .map(|i| syn(v4(i), server4, 40_000, None))
         .collect::<Result<_>>()?;
+    // Never a source twice, warm-up included.
+    let syns_cold: Vec<Vec<u8>> = (0..(CALLS + WARM_UP) as u32)
+        .map(|i| syn(v4(SOURCES + i), server4, 40_000, None))
+        .collect::<Result<_>>()?;
+    let syn_one_source = vec![syn(v4(1 << 20), server4, 40_000, None)?];
     let syns_vlan: Vec<Vec<u8>> = (0..SOURCES)
         .map(|i| syn(v4(i), server4, 40_000, Some(42)))
         .collect::<Result<_>>()?;
@@ -164,10 +172,12 @@ fn run() -> Result<()> {
         .udp(40_000, PORT)
         .write(&mut udp, &[0u8; 18])?;
 
-    let cases: [(&str, BorrowedFd<'_>, &[Vec<u8>], u32); 9] = [
+    let cases: [(&str, BorrowedFd<'_>, &[Vec<u8>], u32); 11] = [
         ("floor_drop", drop.fd(), &syns4, XDP_DROP),
         ("floor_reflect", reflect.fd(), &syns4, XDP_TX),
         ("syn_synack", sg, &syns4, XDP_TX),
+        ("syn_synack_cold", sg, &syns_cold, XDP_TX),
+        ("syn_synack_one_source", sg, &syn_one_source, XDP_TX),
         ("valid_ack", sg, &valid, XDP_PASS),
         ("invalid_ack", sg, &invalid, XDP_DROP),
         ("established_pass", sg, &established, XDP_PASS),
@@ -184,6 +194,8 @@ fn run() -> Result<()> {
     }
     for case in [
         "syn_synack",
+        "syn_synack_cold",
+        "syn_synack_one_source",
         "vlan_syn_synack",
         "ipv6_syn_synack",
         "invalid_ack",

@@ -250,6 +250,8 @@ impl FromStr for Rate {
 pub struct Run {
     pub scenario: Scenario,
     pub rate: Rate,
+    /// Distinct flood sources, for the source sweep (otherwise the scenarios' 4 M).
+    pub sources: Option<u32>,
     /// Flood frames the generator sent, per second.
     pub offered_pps: f64,
     /// Frames the server's veth received, per second (the flood plus the legitimate client's
@@ -337,7 +339,7 @@ fn run_all(rates: &[Rate], seconds: u64) -> Result<Vec<Run>> {
     let mut runs = Vec::new();
     for &rate in &rates {
         for scenario in Scenario::ALL {
-            let run = one(&lab, scenario, rate, Duration::from_secs(seconds))
+            let run = one(&lab, scenario, rate, Duration::from_secs(seconds), None)
                 .with_context(|| format!("{} at {rate}", scenario.name()))?;
             println!(
                 "e2e {:<16} {:>8}: offered {:>9.0}/s received {:>9.0}/s, server CPU {:>5.1}% = {:>6.0} ns/SYN ({:>6.0} by /proc/stat), XDP {:>5.0} ns/packet, SYN-ACKs {:>9.0}/s, TcpInSegs {:>9.0}/s, legit {}",
@@ -362,7 +364,106 @@ fn run_all(rates: &[Rate], seconds: u64) -> Result<Vec<Run>> {
     Ok(runs)
 }
 
-fn one(lab: &Lab, scenario: Scenario, rate: Rate, duration: Duration) -> Result<Run> {
+/// Distinct flood sources of the sweep: every SYN of the flood comes from a random one of them.
+pub const SWEEP_SOURCES: [u32; 5] = [1, 1 << 10, 1 << 16, 1 << 20, 1 << 24];
+
+/// synguard native at the unpaced rate, once per [`SWEEP_SOURCES`] count (in the same bench
+/// run as the scenarios, whose kernel-only figure is the reference).
+pub fn source_sweep(seconds: u64) -> Result<Vec<Run>> {
+    cpu::on_cpu(GEN_CPU, || {
+        let lab = Lab::new()?;
+        let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+        let _run_time_stats = enable_run_time_stats()?;
+        cpu::threaded_napi(lab.server(), lab.server_iface().name(), SERVER_CPU)?;
+        cpu::threaded_napi(lab.client(), lab.client_iface().name(), GEN_CPU)?;
+        let mut runs = Vec::new();
+        for sources in SWEEP_SOURCES {
+            let run = one(
+                &lab,
+                Scenario::SynguardNative,
+                Rate::Max,
+                Duration::from_secs(seconds),
+                Some(sources),
+            )
+            .with_context(|| format!("synguard native, {sources} sources"))?;
+            println!(
+                "sweep {sources:>9} sources: received {:>9.0}/s, {:>6.0} ns/SYN, XDP {:>5.0} ns/packet",
+                run.received_pps,
+                run.cpu_ns_per_syn,
+                run.xdp_ns_per_packet.unwrap_or(f64::NAN)
+            );
+            runs.push(run);
+        }
+        Ok(runs)
+    })
+}
+
+/// `e2e.sources.<N>.cpu_ns_per_syn` and `.xdp_ns_per_packet`, and the 16 M / 1 K ratio.
+pub fn sweep_metrics(runs: &[Run]) -> Vec<Metric> {
+    let mut metrics = Vec::new();
+    for r in runs {
+        let Some(n) = r.sources else { continue };
+        metrics.push(Metric::new(
+            format!("e2e.sources.{n}.cpu_ns_per_syn"),
+            r.cpu_ns_per_syn,
+            "ns",
+        ));
+        metrics.push(Metric::new(
+            format!("e2e.sources.{n}.received_pps"),
+            r.received_pps,
+            "packets/s",
+        ));
+        if let Some(ns) = r.xdp_ns_per_packet {
+            metrics.push(Metric::new(
+                format!("e2e.sources.{n}.xdp_ns_per_packet"),
+                ns,
+                "ns",
+            ));
+        }
+    }
+    let at = |n: u32| runs.iter().find(|r| r.sources == Some(n)).map(|r| r.cpu_ns_per_syn);
+    if let (Some(most), Some(few)) = (at(1 << 24), at(1 << 10)) {
+        metrics.push(Metric::new(
+            "e2e.sources.ratio_16m_to_1k",
+            most / few,
+            "ratio",
+        ));
+    }
+    metrics
+}
+
+/// The sweep as a markdown table.
+pub fn sweep_table(runs: &[Run]) -> String {
+    let mut md = String::from(
+        "| distinct sources | received/s | server CPU | CPU ns/SYN | XDP program ns/packet | legit ok | legit p99 |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for r in runs {
+        let Some(n) = r.sources else { continue };
+        md.push_str(&format!(
+            "| {n} | {:.0} | {:.1}% | {:.0} | {} | {} | {} |\n",
+            r.received_pps,
+            r.server_cpu_percent,
+            r.cpu_ns_per_syn,
+            r.xdp_ns_per_packet
+                .map_or_else(|| "–".to_owned(), |ns| format!("{ns:.0}")),
+            r.legit.as_ref().map_or_else(
+                || "–".to_owned(),
+                |l| format!("{:.1}% ({})", l.success_percent(), l.attempts())
+            ),
+            r.legit_p99_ms()
+                .map_or_else(|| "–".to_owned(), |ms| format!("{ms:.2} ms")),
+        ));
+    }
+    md
+}
+
+fn one(
+    lab: &Lab,
+    scenario: Scenario,
+    rate: Rate,
+    duration: Duration,
+    sources: Option<u32>,
+) -> Result<Run> {
     let defense = scenario.start(lab)?;
     std::thread::sleep(SETTLE);
     // An XDP attach or detach may recreate the NAPI instance and its kthread.
@@ -385,7 +486,12 @@ fn one(lab: &Lab, scenario: Scenario, rate: Rate, duration: Duration) -> Result<
         })
         .transpose()?;
     let before = Reading::take(lab, &server_cpu)?;
-    let spec = syn_spec(lab, Family::V4, rate.limit(), duration)?;
+    let mut spec = syn_spec(lab, Family::V4, rate.limit(), duration)?;
+    if let Some(sources) = sources {
+        // A prefix of exactly that many addresses (100.0.0.0/8 holds the largest).
+        spec.src = "100.0.0.0".parse()?;
+        spec.src_prefix = 32 - sources.ilog2() as u8;
+    }
     let flood = cpu::in_background(|| {
         floodgen::run(
             lab.client(),
@@ -425,6 +531,7 @@ fn one(lab: &Lab, scenario: Scenario, rate: Rate, duration: Duration) -> Result<
     Ok(Run {
         scenario,
         rate,
+        sources,
         offered_pps: flood.rate(),
         received_pps: received / seconds,
         cpu_ns_per_syn: threads / received.max(1.0),

@@ -111,6 +111,8 @@ fn micro_table(metrics: &[Metric]) -> String {
         "floor_drop",
         "floor_reflect",
         "syn_synack",
+        "syn_synack_cold",
+        "syn_synack_one_source",
         "vlan_syn_synack",
         "ipv6_syn_synack",
         "valid_ack",
@@ -207,6 +209,7 @@ pub fn bench(config: &BenchConfig) -> Result<()> {
         metrics.extend(generators::report(&results));
     }
     let mut runs = Vec::new();
+    let mut sweep_runs = Vec::new();
     if !config.micro_only {
         runs = e2e::run(&config.rates, config.e2e_seconds.clamp(1, 60))?;
         markdown.push_str(&format!(
@@ -217,6 +220,13 @@ pub fn bench(config: &BenchConfig) -> Result<()> {
         ));
         markdown.push_str(&e2e::table(&runs));
         metrics.extend(e2e::metrics(&runs));
+        let sweep = e2e::source_sweep(config.e2e_seconds.clamp(1, 60))?;
+        markdown.push_str(
+            "\n## synguard native at the highest rate, by the number of distinct flood sources\n\n",
+        );
+        markdown.push_str(&e2e::sweep_table(&sweep));
+        metrics.extend(e2e::sweep_metrics(&sweep));
+        sweep_runs = sweep;
     }
     println!("\n{markdown}");
     let dir = write_results(&metrics, &markdown)?;
@@ -224,6 +234,11 @@ pub fn bench(config: &BenchConfig) -> Result<()> {
     if !runs.is_empty() {
         let svg = dir.join("e2e.svg");
         plot::write(&runs, &svg)?;
+        println!("written: {}", svg.display());
+    }
+    if !sweep_runs.is_empty() {
+        let svg = dir.join("sources.svg");
+        plot::write_sweep(&sweep_runs, &svg)?;
         println!("written: {}", svg.display());
     }
     Ok(())

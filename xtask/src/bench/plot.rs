@@ -1,4 +1,4 @@
-//! The end-to-end plot: server CPU per flood SYN and legitimate connect p99 against the
+//! The end-to-end plots. [`write`]: server CPU per flood SYN and legitimate connect p99 against the
 //! offered flood rate, one line per scenario. SVG only (plotters' SVG backend writes text as
 //! `<text>` elements, so no font library is needed).
 
@@ -106,6 +106,67 @@ pub fn write(runs: &[Run], path: &Path) -> Result<()> {
         "ms (log)",
         Run::legit_p99_ms,
     )?;
+    root.present()
+        .map_err(|e| anyhow!("writing {}: {e:?}", path.display()))
+}
+
+/// The source sweep: server CPU per SYN and the XDP program's run time per packet against
+/// the number of distinct flood sources (both axes log).
+pub fn write_sweep(runs: &[Run], path: &Path) -> Result<()> {
+    let err = |e| anyhow!("drawing the plot: {e:?}");
+    let root = SVGBackend::new(path, (650, 450)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let series: [(&str, fn(&Run) -> Option<f64>); 2] = [
+        ("server CPU ns per SYN", |r| Some(r.cpu_ns_per_syn)),
+        ("XDP program ns per packet", |r| r.xdp_ns_per_packet),
+    ];
+    let points = |value: fn(&Run) -> Option<f64>| -> Vec<(f64, f64)> {
+        runs.iter()
+            .filter_map(|r| Some((f64::from(r.sources?), value(r)?.max(1.0))))
+            .collect()
+    };
+    let y_max = series
+        .iter()
+        .flat_map(|(_, v)| points(*v))
+        .map(|(_, y)| y)
+        .fold(1.0, f64::max)
+        * 2.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("synguard native at the highest rate", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            (0.5..f64::from(1u32 << 25)).log_scale(),
+            (10.0..y_max).log_scale(),
+        )
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("distinct flood sources (log)")
+        .y_desc("ns (log)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(err)?;
+    for ((label, value), color) in series.into_iter().zip(COLORS) {
+        let points = points(value);
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart
+            .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(err)?;
     root.present()
         .map_err(|e| anyhow!("writing {}: {e:?}", path.display()))
 }
