@@ -1,4 +1,5 @@
-//! synguard's XDP program: a thin dispatcher over the parsing, cookie and counter modules.
+//! synguard's XDP program, a thin dispatcher over the parsing, cookie and counter modules, and
+//! its TC ingress companion for IPv6 checksums (`tc_csum`).
 #![no_std]
 #![no_main]
 
@@ -14,8 +15,13 @@ mod socket;
 mod sources;
 mod syn;
 mod synack;
+mod tc_csum;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use synguard_common::{Counter, Policy};
 
 use crate::{
@@ -30,6 +36,12 @@ pub fn synguard(ctx: XdpContext) -> u32 {
     let (action, outcome) = dispatch(&ctx);
     count(outcome);
     action
+}
+
+/// TC ingress, after XDP: marks verified IPv6 handshake ACKs that arrive unverified.
+#[classifier]
+pub fn synguard_csum(ctx: TcContext) -> i32 {
+    tc_csum::judge(&ctx)
 }
 
 #[inline(always)]
