@@ -97,10 +97,14 @@ fn judge_segment(ctx: &TcContext) -> Verdict {
         return Verdict::Untouched;
     }
 
+    // LLVM knows the length is 20 to 60 and drops a check of it, but the verifier needs to see
+    // the lower bound for the load's size: read it back through memory LLVM cannot see into.
+    // SAFETY: a plain read of a local.
+    let tcp_len = unsafe { core::ptr::read_volatile(&tcp_len) };
     // Pseudo-header, then the TCP header, summed by the kernel's csum_partial.
     let mut pseudo = [0u8; PSEUDO_LEN];
     let mut header = [0u8; TCP_MAX_HLEN];
-    if tcp_len > TCP_MAX_HLEN
+    if !(TCP_HLEN..=TCP_MAX_HLEN).contains(&tcp_len)
         || load(ctx, ETH_HLEN + ADDRS_OFF, &mut pseudo[..ADDRS_LEN]).is_none()
         || load(ctx, l4_off, &mut header[..tcp_len]).is_none()
     {

@@ -210,6 +210,20 @@ pub fn xdp_prog_id(iface: &Iface) -> Result<Option<u32>> {
     Ok(Some(u32::try_from(id)?))
 }
 
+/// Names of the programs attached at TC ingress (tcx or clsact) of `iface`, from `bpftool
+/// net show`.
+pub fn tc_ingress_programs(iface: &Iface) -> Result<Vec<String>> {
+    let text = iface.exec("bpftool", &["-j", "net", "show", "dev", iface.name()])?;
+    let net: Value = serde_json::from_str(&text).context("parsing `bpftool -j net show`")?;
+    Ok(net[0]["tc"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["kind"].as_str().is_some_and(|k| k.ends_with("ingress")))
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
 /// The kernel's `(run_time_ns, run_cnt)` of the XDP program on `iface` (zero unless run-time
 /// statistics are on: `floodgen::bpf::enable_run_time_stats`), None without a program.
 pub fn xdp_run_stats(iface: &Iface) -> Result<Option<(u64, u64)>> {

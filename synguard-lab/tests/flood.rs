@@ -13,8 +13,8 @@ use synguard_lab::client::{self, ClientConfig, LegitClient, Sample};
 use synguard_lab::flood::{Flood, FloodKind};
 use synguard_lab::harness::{self, Bench, Need, run_cases};
 use synguard_lab::kernel::{self, Counters, ip_in_receives};
-use synguard_lab::topology::Lab;
 use synguard_lab::server::Protocol;
+use synguard_lab::topology::Lab;
 
 const PORT: u16 = 8080;
 const PAYLOAD: usize = 100 * 1024;

@@ -59,7 +59,9 @@ fn check(mode: XdpMode) -> Result<()> {
     };
     socket.send(&frame(CLIENT_SEQ, syn).build()?)?;
     let synack = capture
-        .wait_for(1, REPLY_TIMEOUT, |s| s.is_synack() && s.dport == CLIENT_PORT)?
+        .wait_for(1, REPLY_TIMEOUT, |s| {
+            s.is_synack() && s.dport == CLIENT_PORT
+        })?
         .pop()
         .ok_or_else(|| anyhow!("no SYN-ACK from XDP for the crafted IPv6 SYN"))?;
     let ack = Segment::Ack {
@@ -78,7 +80,10 @@ fn check(mode: XdpMode) -> Result<()> {
         |c| c.get(Counter::TcCsumBad) > 0,
     )?;
     let synproxy = kernel::synproxy(server)?.since(&synproxy_before);
-    println!("bad ACK: synguard {counters}; synproxy {}", synproxy.show(SYNPROXY));
+    println!(
+        "bad ACK: synguard {counters}; synproxy {}",
+        synproxy.show(SYNPROXY)
+    );
     ensure!(
         counters.get(Counter::AckCookieValid) == 1,
         "XDP did not pass the cookie ACK with the bad checksum ({counters})"
@@ -102,7 +107,10 @@ fn check(mode: XdpMode) -> Result<()> {
         || Ok(kernel::synproxy(server)?.since(&synproxy_before)),
         |s| s.get("cookie_valid") > 0,
     )?;
-    println!("good ACK: synguard {counters}; synproxy {}", synproxy.show(SYNPROXY));
+    println!(
+        "good ACK: synguard {counters}; synproxy {}",
+        synproxy.show(SYNPROXY)
+    );
     ensure!(
         counters.get(Counter::TcCsumVerified) == 1 && counters.get(Counter::TcCsumBad) == 0,
         "the TC program did not mark the ACK with the right checksum ({counters})"

@@ -123,7 +123,11 @@ pub fn object() -> Result<aya_obj::Object, LoaderError> {
 
 /// "XDP program `synguard`" or "TC program `synguard_csum`".
 fn describe(program: &str) -> String {
-    let kind = if program == TC_PROGRAM_NAME { "TC" } else { "XDP" };
+    let kind = if program == TC_PROGRAM_NAME {
+        "TC"
+    } else {
+        "XDP"
+    };
     format!("{kind} program `{program}`")
 }
 
@@ -315,7 +319,7 @@ impl Datapath {
             XdpMode::Skb => AyaXdpMode::Skb,
         };
         // Unknown counts as new enough: attaching then says what is missing.
-        let tcx = KernelVersion::current().map_or(true, |v| v >= KernelVersion::new(6, 6, 0));
+        let tcx = !KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0));
         if !tcx {
             warn!(
                 "this kernel has no tcx (Linux < 6.6): TC program `{TC_PROGRAM_NAME}` not attached; IPv6 connections hang where the receive path leaves checksums unverified (no rx checksum offload, e.g. virtio-net with XDP): see the README"
@@ -342,12 +346,14 @@ impl Datapath {
                             source,
                         })
                 })?;
-                let how = if tc.adopted {
-                    "replaced (pinned link adopted, no gap)"
+                if tc.adopted {
+                    info!(
+                        "TC program replaced on {} (pinned link adopted, no gap)",
+                        iface.name
+                    );
                 } else {
-                    "attached (tcx ingress)"
-                };
-                info!("TC program {how} on {}", iface.name);
+                    info!("TC program attached to {} (tcx ingress)", iface.name);
+                }
                 Some(tc)
             } else {
                 None
@@ -497,9 +503,7 @@ where
     let fd_link = FdLink::try_from(link).map_err(|_| LoaderError::NoBpfLink {
         iface: iface.name.clone(),
     })?;
-    let pinned = fd_link
-        .pin(path)
-        .map_err(|e| error("creating")(e.into()))?;
+    let pinned = fd_link.pin(path).map_err(|e| error("creating")(e.into()))?;
     P::Link::try_from(FdLink::from(pinned)).map_err(|e| error("reopening")(e.into()))
 }
 
