@@ -23,8 +23,13 @@
 //! forged `CHECKSUM_NONE` segment, it stays unverified and the kernel drops it. Only IPv6
 //! without extension headers is handled (a handshake ACK has none).
 use aya_ebpf::{
-    bindings::{BPF_CSUM_LEVEL_INC, BPF_CSUM_LEVEL_QUERY, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::generated::{bpf_csum_diff, bpf_csum_level, bpf_csum_update, bpf_skb_load_bytes},
+    bindings::{
+        BPF_CSUM_LEVEL_INC, BPF_CSUM_LEVEL_QUERY, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        bpf_hdr_start_off::BPF_HDR_START_NET,
+    },
+    helpers::generated::{
+        bpf_csum_diff, bpf_csum_level, bpf_csum_update, bpf_skb_load_bytes_relative,
+    },
     programs::TcContext,
 };
 use synguard_common::Counter;
@@ -32,7 +37,7 @@ use synguard_common::Counter;
 use crate::{
     counters::count,
     maps,
-    parse::{ETH_HLEN, IPV6_HLEN, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_MAX_HLEN, TCP_RST, TCP_SYN},
+    parse::{IPV6_HLEN, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_MAX_HLEN, TCP_RST, TCP_SYN},
 };
 
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -54,15 +59,17 @@ enum Verdict {
     Bad,
 }
 
+/// `TC_ACT_UNSPEC` (tcx: `TCX_NEXT`) lets the packet on to any later TC program; `TC_ACT_SHOT`
+/// drops it.
 #[inline(always)]
 pub fn judge(ctx: &TcContext) -> i32 {
     match judge_segment(ctx) {
-        Verdict::Untouched => TC_ACT_OK,
+        Verdict::Untouched => TC_ACT_UNSPEC,
         Verdict::Verified => {
             // SAFETY: a plain helper call on this program's own skb.
             unsafe { bpf_csum_level(ctx.skb.skb, u64::from(BPF_CSUM_LEVEL_INC)) };
             count(Counter::TcCsumVerified);
-            TC_ACT_OK
+            TC_ACT_UNSPEC
         }
         Verdict::Bad => {
             count(Counter::TcCsumBad);
@@ -73,21 +80,24 @@ pub fn judge(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 fn judge_segment(ctx: &TcContext) -> Verdict {
-    // skb->protocol is in network order; a VLAN tag was already taken out of the data.
+    // skb->protocol is in network order. Offsets are from the network header: after generic
+    // XDP the data need not start at the MAC header.
     if u16::from_be(ctx.skb.protocol() as u16) != ETH_P_IPV6 {
         return Verdict::Untouched;
     }
-    let Ok(ip) = ctx.load::<[u8; IPV6_HLEN]>(ETH_HLEN) else {
+    let mut ip = [0u8; IPV6_HLEN];
+    if load(ctx, 0, &mut ip).is_none() {
         return Verdict::Untouched;
-    };
+    }
     let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
     if ip[0] >> 4 != 6 || ip[6] != IPPROTO_TCP {
         return Verdict::Untouched;
     }
-    let l4_off = ETH_HLEN + IPV6_HLEN;
-    let Ok(tcp) = ctx.load::<[u8; TCP_HLEN]>(l4_off) else {
+    let l4_off = IPV6_HLEN;
+    let mut tcp = [0u8; TCP_HLEN];
+    if load(ctx, l4_off, &mut tcp).is_none() {
         return Verdict::Untouched;
-    };
+    }
     let tcp_len = usize::from(tcp[12] >> 4) * 4;
     let bare_ack = tcp[13] & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_ACK;
     if !bare_ack || tcp_len < TCP_HLEN || payload_len != tcp_len {
@@ -105,7 +115,7 @@ fn judge_segment(ctx: &TcContext) -> Verdict {
     let mut pseudo = [0u8; PSEUDO_LEN];
     let mut header = [0u8; TCP_MAX_HLEN];
     if !(TCP_HLEN..=TCP_MAX_HLEN).contains(&tcp_len)
-        || load(ctx, ETH_HLEN + ADDRS_OFF, &mut pseudo[..ADDRS_LEN]).is_none()
+        || load(ctx, ADDRS_OFF, &mut pseudo[..ADDRS_LEN]).is_none()
         || load(ctx, l4_off, &mut header[..tcp_len]).is_none()
     {
         return Verdict::Untouched;
@@ -142,16 +152,18 @@ fn unverified(ctx: &TcContext) -> bool {
     }
 }
 
-/// Copies `dst.len()` bytes from `offset` of the packet (also from paged data).
+/// Copies `dst.len()` bytes from `offset` past the network header (linear data only, where
+/// the headers of a bare ACK are).
 #[inline(always)]
 fn load(ctx: &TcContext, offset: usize, dst: &mut [u8]) -> Option<()> {
     // SAFETY: `dst` is valid for `dst.len()` bytes.
     let ret = unsafe {
-        bpf_skb_load_bytes(
+        bpf_skb_load_bytes_relative(
             ctx.skb.skb as *const _,
             offset as u32,
             dst.as_mut_ptr().cast(),
             dst.len() as u32,
+            BPF_HDR_START_NET,
         )
     };
     (ret == 0).then_some(())
