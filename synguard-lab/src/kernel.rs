@@ -11,6 +11,7 @@ use std::fs;
 use std::process::Command;
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use aya::programs::{SchedClassifier, TcAttachType};
 use serde_json::Value;
 use synguard_common::{Counter, MAP_COUNTERS};
 
@@ -210,18 +211,17 @@ pub fn xdp_prog_id(iface: &Iface) -> Result<Option<u32>> {
     Ok(Some(u32::try_from(id)?))
 }
 
-/// Names of the programs attached at TC ingress (tcx or clsact) of `iface`, from `bpftool
-/// net show`.
-pub fn tc_ingress_programs(iface: &Iface) -> Result<Vec<String>> {
-    let text = iface.exec("bpftool", &["-j", "net", "show", "dev", iface.name()])?;
-    let net: Value = serde_json::from_str(&text).context("parsing `bpftool -j net show`")?;
-    Ok(net[0]["tc"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["kind"].as_str().is_some_and(|k| k.ends_with("ingress")))
-        .filter_map(|p| p["name"].as_str().map(str::to_owned))
-        .collect())
+/// Names of the programs attached at tcx ingress of `iface` in `netns` (`BPF_PROG_QUERY`;
+/// bpftool before 7.3 does not list tcx).
+pub fn tc_ingress_programs(netns: &Netns, iface: &Iface) -> Result<Vec<String>> {
+    netns.run(|| {
+        let (_, programs) = SchedClassifier::query_tcx(iface.name(), TcAttachType::Ingress)
+            .with_context(|| format!("querying the tcx ingress programs of {}", iface.name()))?;
+        Ok(programs
+            .iter()
+            .filter_map(|p| p.name_as_str().map(str::to_owned))
+            .collect())
+    })
 }
 
 /// The kernel's `(run_time_ns, run_cnt)` of the XDP program on `iface` (zero unless run-time

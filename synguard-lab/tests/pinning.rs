@@ -58,7 +58,7 @@ fn kill_9_keeps_protection_and_detach_removes_it() {
             moved.get(Counter::SynCookieSent) >= 5 && moved.get(Counter::AckCookieValid) >= 5,
             "XDP did not answer after kill -9: {moved}"
         );
-        ensure_tc_attached(iface, "after kill -9")?;
+        ensure_tc_attached(server, iface, "after kill -9")?;
 
         let b = Daemon::start(
             server,
@@ -80,7 +80,7 @@ fn kill_9_keeps_protection_and_detach_removes_it() {
         connections_work(&lab, 5)?;
         b.stop()?.ensure_success()?;
         ensure!(xdp_prog_id(iface)?.is_some(), "--on-exit keep detached XDP");
-        ensure_tc_attached(iface, "after --on-exit keep")?;
+        ensure_tc_attached(server, iface, "after --on-exit keep")?;
 
         let (ok, out) = run_once(server, &["detach", "--iface", iface.name()])?;
         ensure!(ok, "detach failed: {out}");
@@ -88,7 +88,7 @@ fn kill_9_keeps_protection_and_detach_removes_it() {
             xdp_prog_id(iface)?.is_none(),
             "XDP still attached after detach"
         );
-        let tc = tc_ingress_programs(iface)?;
+        let tc = tc_ingress_programs(server, iface)?;
         ensure!(tc.is_empty(), "TC programs left after detach: {tc:?}");
         let tables = kernel::nft_tables(server)?;
         ensure!(
@@ -115,8 +115,8 @@ fn kill_9_keeps_protection_and_detach_removes_it() {
 }
 
 /// Exactly synguard's TC program at the interface's ingress.
-fn ensure_tc_attached(iface: &Iface, when: &str) -> Result<()> {
-    let tc = tc_ingress_programs(iface)?;
+fn ensure_tc_attached(netns: &Netns, iface: &Iface, when: &str) -> Result<()> {
+    let tc = tc_ingress_programs(netns, iface)?;
     ensure!(
         tc == [TC_PROGRAM_NAME],
         "TC ingress of {} {when}: {tc:?}",

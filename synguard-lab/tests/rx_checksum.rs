@@ -72,13 +72,16 @@ fn check(mode: XdpMode) -> Result<()> {
     bad[TCP_CHECK_OFFSET] ^= 0x5a;
 
     let (iface, server) = (lab.server_iface(), lab.server());
-    let counters_before = Counters::of(iface)?;
+    let send = |frame: &[u8], counter: Counter| {
+        let before = Counters::of(iface)?;
+        socket.send(frame)?;
+        settled(
+            || Ok(Counters::of(iface)?.since(&before)),
+            |c| c.get(counter) > 0,
+        )
+    };
     let synproxy_before = kernel::synproxy(server)?;
-    socket.send(&bad)?;
-    let counters = settled(
-        || Ok(Counters::of(iface)?.since(&counters_before)),
-        |c| c.get(Counter::TcCsumBad) > 0,
-    )?;
+    let counters = send(&bad, Counter::TcCsumBad)?;
     let synproxy = kernel::synproxy(server)?.since(&synproxy_before);
     println!(
         "bad ACK: synguard {counters}; synproxy {}",
@@ -97,12 +100,7 @@ fn check(mode: XdpMode) -> Result<()> {
         "SYNPROXY validated a cookie from an ACK with a bad checksum"
     );
 
-    let counters_before = Counters::of(iface)?;
-    socket.send(&good)?;
-    let counters = settled(
-        || Ok(Counters::of(iface)?.since(&counters_before)),
-        |c| c.get(Counter::TcCsumVerified) > 0,
-    )?;
+    let counters = send(&good, Counter::TcCsumVerified)?;
     let synproxy = settled(
         || Ok(kernel::synproxy(server)?.since(&synproxy_before)),
         |s| s.get("cookie_valid") > 0,

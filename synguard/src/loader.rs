@@ -346,14 +346,7 @@ impl Datapath {
                             source,
                         })
                 })?;
-                if tc.adopted {
-                    info!(
-                        "TC program replaced on {} (pinned link adopted, no gap)",
-                        iface.name
-                    );
-                } else {
-                    info!("TC program attached to {} (tcx ingress)", iface.name);
-                }
+                tc.log("TC", iface, "tcx ingress");
                 Some(tc)
             } else {
                 None
@@ -366,14 +359,7 @@ impl Datapath {
                     .and_then(|id| program.take_link(id))
                     .map_err(|source| attach_error(iface, mode, source))
             })?;
-            if xdp.adopted {
-                info!(
-                    "XDP program replaced on {} (pinned link adopted, no gap)",
-                    iface.name
-                );
-            } else {
-                info!("XDP attached to {} ({mode} mode)", iface.name);
-            }
+            xdp.log("XDP", iface, &format!("{mode} mode"));
             attachments.links.push(Attached {
                 iface: iface.name.clone(),
                 xdp,
@@ -516,6 +502,18 @@ struct Pinned<L> {
 }
 
 impl<L> Pinned<L> {
+    /// Logs how the `kind` program came onto `iface`: adopted, or attached anew (`how`).
+    fn log(&self, kind: &str, iface: &Interface, how: &str) {
+        if self.adopted {
+            info!(
+                "{kind} program replaced on {} (pinned link adopted, no gap)",
+                iface.name
+            );
+        } else {
+            info!("{kind} attached to {} ({how})", iface.name);
+        }
+    }
+
     /// After a failed start: detaches the link unless it was adopted (and removes its pin).
     fn undo(self) {
         if self.adopted {
