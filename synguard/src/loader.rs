@@ -379,25 +379,23 @@ trait LinkedProgram {
     fn update(&mut self, link: Self::Link) -> Result<Self::Link, ProgramError>;
 }
 
-impl LinkedProgram for Xdp {
-    type Link = XdpLink;
-    const KIND: &'static str = "XDP";
+/// aya gives both program types `attach_to_link` and `take_link`, but no trait for them.
+macro_rules! linked_program {
+    ($program:ty, $link:ty, $kind:literal) => {
+        impl LinkedProgram for $program {
+            type Link = $link;
+            const KIND: &'static str = $kind;
 
-    fn update(&mut self, link: XdpLink) -> Result<XdpLink, ProgramError> {
-        let id = self.attach_to_link(link)?;
-        self.take_link(id)
-    }
+            fn update(&mut self, link: $link) -> Result<$link, ProgramError> {
+                let id = self.attach_to_link(link)?;
+                self.take_link(id)
+            }
+        }
+    };
 }
 
-impl LinkedProgram for SchedClassifier {
-    type Link = SchedClassifierLink;
-    const KIND: &'static str = "TC";
-
-    fn update(&mut self, link: SchedClassifierLink) -> Result<SchedClassifierLink, ProgramError> {
-        let id = self.attach_to_link(link)?;
-        self.take_link(id)
-    }
-}
+linked_program!(Xdp, XdpLink, "XDP");
+linked_program!(SchedClassifier, SchedClassifierLink, "TC");
 
 /// Adopts the link pinned at `pin` (swapping `program` in), or makes one with `attach` and
 /// pins it there.
