@@ -7,6 +7,8 @@
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "synguard";
+/// Name of the TC ingress program (IPv6 checksum verification) in the object file.
+pub const TC_PROGRAM_NAME: &str = "synguard_csum";
 
 /// `PerCpuArray<u64>` with [`Counter::COUNT`] slots: one packet counter per verdict/outcome.
 pub const MAP_COUNTERS: &str = "SG_COUNTERS";
@@ -309,7 +311,8 @@ macro_rules! counters {
     ($($variant:ident = $name:literal: $doc:literal,)+) => {
         /// Index into [`MAP_COUNTERS`]. Every packet the program sees is counted in `Packets`
         /// and in exactly one outcome slot; `MalformedTcpOptions`, `SourceBlocks`,
-        /// `AckProbeRepaired` and `SynPeerLookup` are counted in addition.
+        /// `AckProbeRepaired` and `SynPeerLookup` are counted in addition. `TcCsumVerified` and
+        /// `TcCsumBad` are the TC program's, for packets XDP passed.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum Counter {
@@ -355,6 +358,8 @@ counters! {
     DropSourceBlocked = "drop_source_blocked": "Dropped: SYN or new-connection ACK from a source blocked for exceeding a budget.",
     SourceBlocks = "source_blocks": "A source went over a per-source budget and was blocked (counted in addition).",
     SynPeerLookup = "syn_peer_lookup": "SYN whose 4-tuple the peer filter holds: the kernel's socket table was asked (counted in addition).",
+    TcCsumVerified = "tc_csum_verified": "TC ingress: an IPv6 bare ACK to a protected port arrived with its checksum unverified (CHECKSUM_NONE); checked, right, marked verified so nft synproxy takes it (not an XDP outcome).",
+    TcCsumBad = "tc_csum_bad": "TC ingress: an IPv6 bare ACK to a protected port arrived unverified with a wrong TCP checksum; dropped (not an XDP outcome).",
     Aborted = "aborted": "XDP_ABORTED: a helper failed while building a reply.",
 }
 

@@ -1,4 +1,5 @@
-//! synguard's XDP program: a thin dispatcher over the parsing, cookie and counter modules.
+//! synguard's XDP program, a thin dispatcher over the parsing, cookie and counter modules, and
+//! its TC ingress companion for IPv6 checksums (`tc_csum`).
 #![no_std]
 #![no_main]
 
@@ -16,10 +17,14 @@ mod socket;
 mod sources;
 mod syn;
 mod synack;
+mod tc_csum;
 mod tuple;
 
 use aya_ebpf::{
-    bindings::xdp_action, helpers::generated::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+    bindings::xdp_action,
+    helpers::generated::bpf_ktime_get_ns,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use synguard_common::{Counter, Policy};
 
@@ -35,6 +40,12 @@ pub fn synguard(ctx: XdpContext) -> u32 {
     let (action, outcome) = dispatch(&ctx);
     count(outcome);
     action
+}
+
+/// TC ingress, after XDP: marks verified IPv6 handshake ACKs that arrive unverified.
+#[classifier]
+pub fn synguard_csum(ctx: TcContext) -> i32 {
+    tc_csum::judge(&ctx)
 }
 
 #[inline(always)]

@@ -15,7 +15,7 @@ use crate::bpffs::Bpffs;
 use crate::daemon::{Daemon, XdpMode, binary};
 use crate::process::find_on_path;
 use crate::server::{PayloadServer, Protocol};
-use crate::topology::{Family, Lab, vlan_supported};
+use crate::topology::{Family, Lab, Offloads, vlan_supported};
 
 /// A precondition of a test.
 #[derive(Clone, Copy, Debug)]
@@ -132,24 +132,48 @@ pub fn run_cases<C: Display>(
     );
 }
 
-/// A (family, mode) case, displayed as `IPv4 native`.
+/// A (family, mode, offloads) case, displayed as `IPv4 native` (offloads on) or
+/// `IPv6 skb, tx offload off`.
 pub struct Case {
     pub family: Family,
     pub mode: XdpMode,
+    pub offloads: Offloads,
 }
 
 impl Display for Case {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.family, self.mode.as_str())
+        write!(f, "{} {}", self.family, self.mode.as_str())?;
+        if self.offloads != Offloads::On {
+            write!(f, ", {}", self.offloads.name())?;
+        }
+        Ok(())
     }
 }
 
-/// Every (family, mode) pair.
+/// Every (family, mode) pair, offloads on.
 pub fn cases() -> Vec<Case> {
-    Family::ALL
-        .iter()
-        .flat_map(|&family| XdpMode::ALL.iter().map(move |&mode| Case { family, mode }))
-        .collect()
+    cases_with(&[Offloads::On])
+}
+
+/// Every (family, mode) pair with offloads on and with tx offload off.
+pub fn offload_cases() -> Vec<Case> {
+    cases_with(&Offloads::ALL)
+}
+
+fn cases_with(offloads: &[Offloads]) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &offloads in offloads {
+        for family in Family::ALL {
+            for mode in XdpMode::ALL {
+                cases.push(Case {
+                    family,
+                    mode,
+                    offloads,
+                });
+            }
+        }
+    }
+    cases
 }
 
 /// The usual test bench: a lab, a payload server on `port` in the server namespace and the

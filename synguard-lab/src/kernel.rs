@@ -11,6 +11,7 @@ use std::fs;
 use std::process::Command;
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use aya::programs::{SchedClassifier, TcAttachType};
 use serde_json::Value;
 use synguard_common::{Counter, MAP_COUNTERS};
 
@@ -208,6 +209,19 @@ pub fn xdp_prog_id(iface: &Iface) -> Result<Option<u32>> {
         )
     })?;
     Ok(Some(u32::try_from(id)?))
+}
+
+/// Names of the programs attached at tcx ingress of `iface` in `netns` (`BPF_PROG_QUERY`;
+/// bpftool before 7.3 does not list tcx).
+pub fn tc_ingress_programs(netns: &Netns, iface: &Iface) -> Result<Vec<String>> {
+    netns.run(|| {
+        let (_, programs) = SchedClassifier::query_tcx(iface.name(), TcAttachType::Ingress)
+            .with_context(|| format!("querying the tcx ingress programs of {}", iface.name()))?;
+        Ok(programs
+            .iter()
+            .filter_map(|p| p.name_as_str().map(str::to_owned))
+            .collect())
+    })
 }
 
 /// The kernel's `(run_time_ns, run_cnt)` of the XDP program on `iface` (zero unless run-time

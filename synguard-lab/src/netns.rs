@@ -184,6 +184,21 @@ impl Iface {
         self.ip(&["link", "set", "dev", &self.name, "up"]).map(drop)
     }
 
+    /// Runs `program args` in the interface's namespace.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Result<String> {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.netns, program])
+            .args(args))
+    }
+
+    /// `ethtool -K IF tx off`: the stack then sums every checksum itself, and the peer gets
+    /// `CHECKSUM_NONE` packets, as from a NIC without receive checksum offload.
+    pub fn disable_tx_checksum(&self) -> Result<()> {
+        self.exec("ethtool", &["-K", &self.name, "tx", "off"])
+            .with_context(|| format!("turning tx checksum offload off on {}", self.name))
+            .map(drop)
+    }
+
     /// `ip -j -d -s link show`: the interface's JSON description, with statistics.
     pub fn details(&self) -> Result<serde_json::Value> {
         let text = self.ip(&["-j", "-d", "-s", "link", "show", "dev", &self.name])?;

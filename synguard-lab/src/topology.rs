@@ -42,6 +42,29 @@ impl std::fmt::Display for Family {
     }
 }
 
+/// Checksum offload on the lab's veths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offloads {
+    /// As veth comes: the sender leaves TCP checksums to "hardware" (`CHECKSUM_PARTIAL`),
+    /// which the receiver trusts.
+    On,
+    /// `ethtool -K tx off` on both ends of the first client's link: every packet arrives
+    /// `CHECKSUM_NONE`, as from a NIC without receive checksum offload (virtio-net once XDP is
+    /// attached).
+    TxOff,
+}
+
+impl Offloads {
+    pub const ALL: [Offloads; 2] = [Offloads::On, Offloads::TxOff];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Offloads::On => "offloads on",
+            Offloads::TxOff => "tx offload off",
+        }
+    }
+}
+
 /// Server and client addresses of one link, with their prefix lengths.
 #[derive(Clone, Copy, Debug)]
 pub struct Subnet {
@@ -254,6 +277,16 @@ impl Lab {
     /// The plain lab: untagged link only.
     pub fn new() -> Result<Self> {
         Self::build(None, false, false)
+    }
+
+    /// The plain lab with `offloads` on the veth pair.
+    pub fn with_offloads(offloads: Offloads) -> Result<Self> {
+        let lab = Self::new()?;
+        if offloads == Offloads::TxOff {
+            lab.server_iface().disable_tx_checksum()?;
+            lab.client_iface().disable_tx_checksum()?;
+        }
+        Ok(lab)
     }
 
     /// The lab plus an 802.1Q sub-interface with id `vid` on both ends ([`VLAN_LINK`]). Fails

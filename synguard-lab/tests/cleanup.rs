@@ -1,14 +1,15 @@
 //! After SIGTERM or SIGINT the daemon exits 0 and leaves nothing behind: no nftables table
-//! `synguard`, no XDP program on the interface, every sysctl back to its value from before the
+//! `synguard`, no XDP or TC program on the interface, every sysctl back to its value from before the
 //! start. To make restoring visible, `tcp_timestamps` starts at 0 (synguard needs 1).
 
 use std::fmt;
 
 use anyhow::{Context as _, Result, ensure};
 use nix::sys::signal::Signal;
+use synguard_common::TC_PROGRAM_NAME;
 use synguard_lab::daemon::{Daemon, XdpMode};
 use synguard_lab::harness::{self, Need, run_cases};
-use synguard_lab::kernel::{self, set_sysctl, sysctl, xdp_prog_id};
+use synguard_lab::kernel::{self, set_sysctl, sysctl, tc_ingress_programs, xdp_prog_id};
 use synguard_lab::netns::Netns;
 use synguard_lab::topology::Lab;
 
@@ -71,6 +72,12 @@ fn daemon_cleans_up_on_signal() {
             "no XDP program on {} while running",
             iface.name()
         );
+        let tc = tc_ingress_programs(server, iface)?;
+        ensure!(
+            tc == [TC_PROGRAM_NAME],
+            "TC ingress of {} while running: {tc:?}",
+            iface.name()
+        );
         let loose = sysctl(server, "net.netfilter.nf_conntrack_tcp_loose")?;
         ensure!(
             loose == "0",
@@ -91,6 +98,8 @@ fn daemon_cleans_up_on_signal() {
             "XDP program {prog:?} left on {}",
             iface.name()
         );
+        let tc = tc_ingress_programs(server, iface)?;
+        ensure!(tc.is_empty(), "TC programs {tc:?} left on {}", iface.name());
         let after = sysctls(server)?;
         let changed: Vec<String> = before
             .iter()

@@ -2,7 +2,9 @@
 //! path: XDP answered the SYNs (`syn_cookie_sent`) and validated the ACKs (`ack_cookie_valid`),
 //! SYNPROXY saw no SYN (`syn_received` unchanged) but took the cookie ACKs (`cookie_valid`).
 //! Also for a server that speaks first (SMTP, SSH): no client segment follows the handshake,
-//! so the server side of the SYNPROXY hand-off must complete by itself.
+//! so the server side of the SYNPROXY hand-off must complete by itself. Downloads run with the
+//! veths' offloads on and with tx offload off (every packet arrives `CHECKSUM_NONE`: IPv6
+//! needs the TC program, `tc_csum_verified`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use synguard_lab::daemon::XdpMode;
 use synguard_lab::harness::{self, Bench, Need, run_cases};
 use synguard_lab::kernel::{self, Counters};
 use synguard_lab::server::{PayloadServer, Protocol};
-use synguard_lab::topology::{Lab, VLAN_LINK};
+use synguard_lab::topology::{Family, Lab, Offloads, VLAN_LINK};
 
 const PORT: u16 = 8080;
 const PAYLOAD: usize = 256 * 1024;
@@ -29,10 +31,10 @@ fn download_through_synguard() {
     let Some(_serial) = harness::start("download", &[Need::Daemon]) else {
         return;
     };
-    run_cases("download", harness::cases(), |case| {
-        let lab = Lab::new()?;
+    run_cases("download", harness::offload_cases(), |case| {
+        let lab = Lab::with_offloads(case.offloads)?;
         let target = lab.server_addr(case.family, PORT);
-        download(lab, target, case.mode)
+        download(lab, target, case.mode, unverified_acks(case))
     });
 }
 
@@ -44,11 +46,18 @@ fn download_over_vlan_through_synguard() {
     run_cases("download over VLAN", harness::cases(), |case| {
         let lab = Lab::with_vlan(VLAN_ID)?;
         let target = SocketAddr::new(VLAN_LINK.server(case.family), PORT);
-        download(lab, target, case.mode)
+        download(lab, target, case.mode, false)
     });
 }
 
-fn download(lab: Lab, target: SocketAddr, mode: XdpMode) -> Result<()> {
+/// Whether the case's IPv6 handshake ACKs arrive with unverified checksums, which the TC
+/// program must check and mark.
+fn unverified_acks(case: &harness::Case) -> bool {
+    case.family == Family::V6 && case.offloads == Offloads::TxOff
+}
+
+/// `marked`: the TC program must have marked at least one handshake ACK per connection.
+fn download(lab: Lab, target: SocketAddr, mode: XdpMode, marked: bool) -> Result<()> {
     let bench = Bench::start(lab, PORT, PAYLOAD, &PORT.to_string(), mode, &[])?;
     let (server, iface) = (bench.lab.server(), bench.lab.server_iface());
     let counters_before = Counters::of(iface)?;
@@ -93,6 +102,13 @@ fn download(lab: Lab, target: SocketAddr, mode: XdpMode) -> Result<()> {
         cookie_valid >= expected,
         "SYNPROXY validated {cookie_valid} cookies for {expected} connections"
     );
+    let verified = counters.get(Counter::TcCsumVerified);
+    ensure!(
+        !marked || verified >= expected,
+        "tc_csum_verified rose by {verified} for {expected} connections whose ACKs arrived unverified ({counters})"
+    );
+    let bad = counters.get(Counter::TcCsumBad);
+    ensure!(bad == 0, "the TC program dropped {bad} segments as bad");
     bench.daemon.stop()?.ensure_success()?;
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! for IPv6) while a legitimate client keeps connecting: every legitimate connection connects
 //! within 200 ms and downloads its payload byte-exact, and the server's kernel sees less than 1% of the flood (IP and TCP input
 //! counters, net of what the legitimate traffic itself costs, measured just before; kernel
-//! SYN cookies; SYNPROXY SYNs): XDP answered it.
+//! SYN cookies; SYNPROXY SYNs): XDP answered it. With the veths' offloads on and with tx
+//! offload off (IPv6 handshake ACKs then arrive `CHECKSUM_NONE` and need the TC program).
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use synguard_lab::flood::{Flood, FloodKind};
 use synguard_lab::harness::{self, Bench, Need, run_cases};
 use synguard_lab::kernel::{self, Counters, ip_in_receives};
 use synguard_lab::server::Protocol;
+use synguard_lab::topology::Lab;
 
 const PORT: u16 = 8080;
 const PAYLOAD: usize = 100 * 1024;
@@ -33,8 +35,9 @@ fn syn_flood_is_absorbed_in_xdp() {
     ) else {
         return;
     };
-    run_cases("flood", harness::cases(), |case| {
-        let bench = Bench::protecting(PORT, PAYLOAD, case.mode)?;
+    run_cases("flood", harness::offload_cases(), |case| {
+        let lab = Lab::with_offloads(case.offloads)?;
+        let bench = Bench::start(lab, PORT, PAYLOAD, &PORT.to_string(), case.mode, &[])?;
         let lab = &bench.lab;
         let target = lab.server_addr(case.family, PORT);
         let config = ClientConfig::new(

@@ -1,17 +1,18 @@
-//! Pins and locks: after `kill -9` the pinned link keeps XDP answering (counters move), the
-//! next start adopts it, and `synguard detach` removes everything (program, pins, table,
+//! Pins and locks: after `kill -9` the pinned links keep XDP answering (counters move) and the
+//! TC program attached, the next start adopts both, and `synguard detach` removes everything
+//! (programs, pins, table,
 //! state) and restores the sysctls; a second synguard on a busy interface is refused while the
 //! first keeps working. The lock and state files are per network namespace: two synguards on
 //! same-named interfaces of two namespaces both run.
 
 use anyhow::{Result, bail, ensure};
 use nix::sys::signal::Signal;
-use synguard_common::Counter;
+use synguard_common::{Counter, TC_PROGRAM_NAME};
 use synguard_lab::bpffs::Bpffs;
 use synguard_lab::client::{self, ClientConfig};
 use synguard_lab::daemon::{Daemon, XdpMode, remove_run_files, run_files, run_once};
 use synguard_lab::harness::{self, Need, run_cases};
-use synguard_lab::kernel::{self, Counters, set_sysctl, sysctl, xdp_prog_id};
+use synguard_lab::kernel::{self, Counters, set_sysctl, sysctl, tc_ingress_programs, xdp_prog_id};
 use synguard_lab::netns::{Iface, Netns};
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Family, Lab};
@@ -57,6 +58,7 @@ fn kill_9_keeps_protection_and_detach_removes_it() {
             moved.get(Counter::SynCookieSent) >= 5 && moved.get(Counter::AckCookieValid) >= 5,
             "XDP did not answer after kill -9: {moved}"
         );
+        ensure_tc_attached(server, iface, "after kill -9")?;
 
         let b = Daemon::start(
             server,
@@ -65,14 +67,20 @@ fn kill_9_keeps_protection_and_detach_removes_it() {
             XdpMode::Native,
             &[args[0], args[1], "--on-exit", "keep"],
         )?;
-        ensure!(
-            b.log().contains("pinned link adopted"),
-            "the next start did not adopt the pinned link:\n{}",
-            b.log()
-        );
+        for program in ["XDP program replaced", "TC program replaced"] {
+            ensure!(
+                b.log().contains(&format!(
+                    "{program} on {} (pinned link adopted",
+                    iface.name()
+                )),
+                "the next start did not adopt the pinned link ({program}):\n{}",
+                b.log()
+            );
+        }
         connections_work(&lab, 5)?;
         b.stop()?.ensure_success()?;
         ensure!(xdp_prog_id(iface)?.is_some(), "--on-exit keep detached XDP");
+        ensure_tc_attached(server, iface, "after --on-exit keep")?;
 
         let (ok, out) = run_once(server, &["detach", "--iface", iface.name()])?;
         ensure!(ok, "detach failed: {out}");
@@ -80,6 +88,8 @@ fn kill_9_keeps_protection_and_detach_removes_it() {
             xdp_prog_id(iface)?.is_none(),
             "XDP still attached after detach"
         );
+        let tc = tc_ingress_programs(server, iface)?;
+        ensure!(tc.is_empty(), "TC programs left after detach: {tc:?}");
         let tables = kernel::nft_tables(server)?;
         ensure!(
             !tables.iter().any(|t| t == "inet synguard"),
@@ -102,6 +112,17 @@ fn kill_9_keeps_protection_and_detach_removes_it() {
         );
         Ok(())
     });
+}
+
+/// Exactly synguard's TC program at the interface's ingress.
+fn ensure_tc_attached(netns: &Netns, iface: &Iface, when: &str) -> Result<()> {
+    let tc = tc_ingress_programs(netns, iface)?;
+    ensure!(
+        tc == [TC_PROGRAM_NAME],
+        "TC ingress of {} {when}: {tc:?}",
+        iface.name()
+    );
+    Ok(())
 }
 
 #[test]

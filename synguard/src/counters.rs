@@ -58,14 +58,17 @@ impl Index<Counter> for CounterTotals {
 
 /// What the datapath did with the packets of an outcome counter: `pass` (to the kernel),
 /// `tx` (answered from XDP), `drop` or `aborted`. `None` for the counters that are not
-/// outcomes: `packets` (every packet) and the ones counted in addition to an outcome.
+/// outcomes: `packets` (every packet), the ones counted in addition to an outcome, and the TC
+/// program's, which sees packets XDP already counted.
 pub const fn verdict(counter: Counter) -> Option<&'static str> {
     match counter {
         Counter::Packets
         | Counter::MalformedTcpOptions
         | Counter::SourceBlocks
         | Counter::AckProbeRepaired
-        | Counter::SynPeerLookup => None,
+        | Counter::SynPeerLookup
+        | Counter::TcCsumVerified
+        | Counter::TcCsumBad => None,
         Counter::SynCookieSent => Some("tx"),
         Counter::AckCookieInvalid | Counter::DropDenylisted | Counter::DropSourceBlocked => {
             Some("drop")

@@ -1,6 +1,6 @@
 //! `synguard detach --iface IF`: removes what a synguard left on an interface after it exited
-//! with `--on-exit keep` or died (`kill -9`, a crash): the pinned XDP link (which detaches the
-//! program) and map pins, and, when no other interface of the same network namespace is still
+//! with `--on-exit keep` or died (`kill -9`, a crash): the pinned XDP and TC links (which
+//! detaches the programs) and map pins, and, when no other interface of the same network namespace is still
 //! protected, the nftables table and the sysctls it changed (restored to their values from
 //! before the first attach).
 //!
@@ -47,11 +47,11 @@ pub fn detach(iface: &str, pin_dir: Option<&Path>) -> anyhow::Result<()> {
                 pins.iface_dir(iface).display()
             );
         }
-        info!("XDP program and pins removed from {iface} (no state file: nothing else to undo)");
+        info!("programs and pins removed from {iface} (no state file: nothing else to undo)");
         return Ok(());
     };
     if had_pins {
-        info!("XDP program and pins removed from {iface}");
+        info!("XDP and TC programs and pins removed from {iface}");
     }
     if state.shared_with_others(iface)? {
         info!(

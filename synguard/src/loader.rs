@@ -1,4 +1,6 @@
-//! Loads the embedded XDP object, fills its configuration maps and attaches it.
+//! Loads the embedded eBPF object, fills its configuration maps and attaches its programs: the
+//! XDP program and, on kernels with tcx (Linux 6.6), the TC ingress program that marks
+//! verified IPv6 handshake ACKs (see `synguard-ebpf/src/tc_csum.rs`).
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
@@ -7,12 +9,17 @@ use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray};
-use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{ProgramError, Xdp, XdpMode as AyaXdpMode, xdp::XdpLink};
+use aya::programs::links::{FdLink, LinkError, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::{
+    LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode,
+    xdp::XdpLink,
+};
+use aya::util::KernelVersion;
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use synguard_common::{
     Counter, MAP_COUNTERS, MAP_PEERS, MAP_POLICY4, MAP_POLICY6, MAP_SOURCES, PROGRAM_NAME,
-    SourceKey, SourceState,
+    SourceKey, SourceState, TC_PROGRAM_NAME,
 };
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -60,15 +67,23 @@ pub enum LoaderError {
     /// The log is kept apart from the message so that the error stays one line; `main`
     /// prints the log before it.
     #[error(
-        "the kernel verifier rejected XDP program `{PROGRAM_NAME}` ({io_error}){hint}; the verifier log is printed above"
+        "the kernel verifier rejected {} ({io_error}){hint}; the verifier log is printed above",
+        describe(program)
     )]
     Verifier {
+        program: &'static str,
         io_error: io::Error,
         verifier_log: String,
         hint: String,
     },
-    #[error("loading XDP program `{PROGRAM_NAME}`")]
-    Load(#[source] ProgramError),
+    #[error("loading {}", describe(.0))]
+    Load(&'static str, #[source] ProgramError),
+    #[error("attaching TC program `{TC_PROGRAM_NAME}` to `{iface}` (tcx ingress)")]
+    AttachTc {
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
     #[error("interface `{iface}` does not support native (driver) XDP; run with `--xdp-mode skb`")]
     NativeUnsupported { iface: String },
     #[error(
@@ -85,10 +100,11 @@ pub enum LoaderError {
     #[error(transparent)]
     Pins(#[from] PinError),
     #[error(
-        "{doing} pinned XDP link {}; clear the old pins with `synguard detach --iface {iface}`",
+        "{doing} pinned {kind} link {}; clear the old pins with `synguard detach --iface {iface}`",
         path.display()
     )]
     PinnedLink {
+        kind: &'static str,
         doing: &'static str,
         iface: String,
         path: PathBuf,
@@ -104,6 +120,16 @@ pub enum LoaderError {
 /// The embedded object's definitions, to check pinned maps against ([`PinDir::prepare`]).
 pub fn object() -> Result<aya_obj::Object, LoaderError> {
     aya_obj::Object::parse(OBJECT).map_err(|e| LoaderError::Object(EbpfError::ParseError(e)))
+}
+
+/// "XDP program `synguard`" or "TC program `synguard_csum`".
+fn describe(program: &str) -> String {
+    let kind = if program == TC_PROGRAM_NAME {
+        "TC"
+    } else {
+        "XDP"
+    };
+    format!("{kind} program `{program}`")
 }
 
 /// Names an altname's primary name when the duplicate was spelled differently.
@@ -154,7 +180,7 @@ pub fn resolve_interfaces(names: &[String]) -> Result<Vec<Interface>, LoaderErro
     Ok(resolved)
 }
 
-/// The loaded (verified, not yet attached) XDP program and its maps.
+/// The loaded (verified, not yet attached) programs and their maps.
 pub struct Datapath {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
@@ -200,26 +226,13 @@ impl Datapath {
             typed_map(ebpf.take_map(MAP_COUNTERS), MAP_COUNTERS)?;
         check_len(MAP_COUNTERS, counters.len(), Counter::COUNT)?;
 
-        let program = xdp_program(&mut ebpf)?;
-        program.load().map_err(|e| match e {
-            ProgramError::LoadError {
-                io_error,
-                verifier_log,
-            } => {
-                if io_error.raw_os_error() == Some(libc::EPERM) {
-                    permission("loading the XDP program")
-                } else {
-                    let verifier_log = verifier_log.to_string();
-                    LoaderError::Verifier {
-                        io_error,
-                        hint: verifier_hint(&verifier_log, &privileges::lacking()),
-                        verifier_log,
-                    }
-                }
-            }
-            other => LoaderError::Load(other),
-        })?;
-        debug!("XDP program `{PROGRAM_NAME}` loaded and verified");
+        xdp_program(&mut ebpf)?
+            .load()
+            .map_err(|e| load_error(PROGRAM_NAME, "loading the XDP program", e))?;
+        tc_program(&mut ebpf)?
+            .load()
+            .map_err(|e| load_error(TC_PROGRAM_NAME, "loading the TC program", e))?;
+        debug!("programs `{PROGRAM_NAME}` and `{TC_PROGRAM_NAME}` loaded and verified");
         Ok(Self {
             ebpf,
             counters,
@@ -286,7 +299,11 @@ impl Datapath {
     /// The kernel's id of the loaded program, for read-only views of its maps
     /// ([`MapReader::of_program`](crate::snapshot::MapReader::of_program)).
     pub fn program_id(&self) -> Result<u32, LoaderError> {
-        Ok(self.program()?.info().map_err(LoaderError::Load)?.id())
+        Ok(self
+            .program()?
+            .info()
+            .map_err(|e| LoaderError::Load(PROGRAM_NAME, e))?
+            .id())
     }
 
     /// The loaded program, e.g. for `BPF_PROG_TEST_RUN` (`aya::programs::TestRun`) without
@@ -296,14 +313,17 @@ impl Datapath {
             .program(PROGRAM_NAME)
             .ok_or(MISSING_PROGRAM)?
             .try_into()
-            .map_err(LoaderError::Load)
+            .map_err(|e| LoaderError::Load(PROGRAM_NAME, e))
     }
 
-    /// Attaches the program to every interface. With `pins`, each interface's bpf_link is
-    /// pinned at `<pins>/<iface>/link`, and a link already pinned there (left by an earlier
-    /// synguard: `--on-exit keep`, a crash) is adopted: `bpf_link_update` swaps this program in
-    /// atomically, so the interface never runs without XDP. On failure the links created so far
-    /// are removed again (by dropping the partial [`Attachments`]); adopted ones stay.
+    /// Attaches the programs to every interface, the TC one first, so that XDP never answers
+    /// a handshake whose IPv6 ACK would then go unmarked. With `pins`, each interface's
+    /// bpf_links are pinned at `<pins>/<iface>/link` (XDP) and `<pins>/<iface>/tc_link`, and
+    /// links already pinned there (left by an earlier synguard: `--on-exit keep`, a crash) are
+    /// adopted: `bpf_link_update` swaps this process's programs in atomically, so the interface
+    /// is never without them. On failure the links created so far are removed again (by
+    /// dropping the partial [`Attachments`]); adopted ones stay. Without tcx (Linux < 6.6) the
+    /// TC program is not attached (a warning says what that costs).
     pub fn attach(
         &mut self,
         ifaces: &[Interface],
@@ -314,55 +334,126 @@ impl Datapath {
             XdpMode::Native => AyaXdpMode::Driver,
             XdpMode::Skb => AyaXdpMode::Skb,
         };
-        let program = xdp_program(&mut self.ebpf)?;
+        // Unknown counts as new enough: attaching then says what is missing.
+        let tcx = !KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0));
+        if !tcx {
+            warn!(
+                "this kernel has no tcx (Linux < 6.6): TC program `{TC_PROGRAM_NAME}` not attached; IPv6 connections hang where the receive path leaves checksums unverified (no rx checksum offload, e.g. virtio-net with XDP): see the README"
+            );
+        }
         let mut attachments = Attachments {
             links: Vec::new(),
             pins: pins.cloned(),
         };
         for iface in ifaces {
-            let pin = pins.map(|p| p.link(&iface.name));
-            if let Some(path) = &pin
-                && let Some(link) = adopt_link(program, iface, path)?
-            {
-                info!(
-                    "XDP program replaced on {} (pinned link adopted, no gap)",
-                    iface.name
-                );
-                attachments.links.push(Attached {
-                    iface: iface.name.clone(),
-                    link,
-                    pin,
-                    adopted: true,
-                });
-                continue;
-            }
-            let link = program
-                .attach_to_if_index(iface.index, aya_mode)
-                .and_then(|id| program.take_link(id))
-                .map_err(|source| attach_error(iface, mode, source))?;
-            let link = match &pin {
-                Some(path) => pin_link(link, iface, path)?,
-                None => link,
+            let tc = if tcx {
+                let program = tc_program(&mut self.ebpf)?;
+                let pin = pins.map(|p| p.tc_link(&iface.name));
+                let tc = attach_pinned(program, iface, pin, |program| {
+                    program
+                        .attach_with_options(
+                            &iface.name,
+                            TcAttachType::Ingress,
+                            TcAttachOptions::TcxOrder(LinkOrder::default()),
+                        )
+                        .and_then(|id| program.take_link(id))
+                        .map_err(|source| LoaderError::AttachTc {
+                            iface: iface.name.clone(),
+                            source,
+                        })
+                })?;
+                tc.log("TC", iface, "tcx ingress");
+                Some(tc)
+            } else {
+                None
             };
-            info!("XDP attached to {} ({mode} mode)", iface.name);
+            let program = xdp_program(&mut self.ebpf)?;
+            let pin = pins.map(|p| p.link(&iface.name));
+            let xdp = attach_pinned(program, iface, pin, |program| {
+                program
+                    .attach_to_if_index(iface.index, aya_mode)
+                    .and_then(|id| program.take_link(id))
+                    .map_err(|source| attach_error(iface, mode, source))
+            })?;
+            xdp.log("XDP", iface, &format!("{mode} mode"));
             attachments.links.push(Attached {
                 iface: iface.name.clone(),
-                link,
-                pin,
-                adopted: false,
+                xdp,
+                tc,
             });
         }
         Ok(attachments)
     }
 }
 
+/// A program type whose attachments are bpf_links, which can be pinned and updated in place.
+trait LinkedProgram {
+    type Link: TryFrom<FdLink, Error = LinkError>;
+    /// "XDP" or "TC", for messages.
+    const KIND: &'static str;
+    /// Swaps this program into `link` (`bpf_link_update`).
+    fn update(&mut self, link: Self::Link) -> Result<Self::Link, ProgramError>;
+}
+
+/// aya gives both program types `attach_to_link` and `take_link`, but no trait for them.
+macro_rules! linked_program {
+    ($program:ty, $link:ty, $kind:literal) => {
+        impl LinkedProgram for $program {
+            type Link = $link;
+            const KIND: &'static str = $kind;
+
+            fn update(&mut self, link: $link) -> Result<$link, ProgramError> {
+                let id = self.attach_to_link(link)?;
+                self.take_link(id)
+            }
+        }
+    };
+}
+
+linked_program!(Xdp, XdpLink, "XDP");
+linked_program!(SchedClassifier, SchedClassifierLink, "TC");
+
+/// Adopts the link pinned at `pin` (swapping `program` in), or makes one with `attach` and
+/// pins it there.
+fn attach_pinned<P: LinkedProgram>(
+    program: &mut P,
+    iface: &Interface,
+    pin: Option<PathBuf>,
+    attach: impl FnOnce(&mut P) -> Result<P::Link, LoaderError>,
+) -> Result<Pinned<P::Link>, LoaderError>
+where
+    FdLink: TryFrom<P::Link>,
+{
+    if let Some(path) = &pin
+        && let Some(link) = adopt_link(program, iface, path)?
+    {
+        return Ok(Pinned {
+            link,
+            pin,
+            adopted: true,
+        });
+    }
+    let link = attach(program)?;
+    let link = match &pin {
+        Some(path) => pin_link::<P>(link, iface, path)?,
+        None => link,
+    };
+    Ok(Pinned {
+        link,
+        pin,
+        adopted: false,
+    })
+}
+
 fn pinned_link_error(
+    kind: &'static str,
     doing: &'static str,
     iface: &Interface,
     path: &Path,
 ) -> impl FnOnce(Box<dyn StdError + Send + Sync>) -> LoaderError {
     let (iface, path) = (iface.name.clone(), path.to_owned());
     move |source| LoaderError::PinnedLink {
+        kind,
         doing,
         iface,
         path,
@@ -372,54 +463,90 @@ fn pinned_link_error(
 
 /// Swaps `program` into the link pinned at `path`, if there is one. A defunct link (its
 /// interface was deleted; a re-created one has another index) is unpinned and `None` returned.
-fn adopt_link(
-    program: &mut Xdp,
+fn adopt_link<P: LinkedProgram>(
+    program: &mut P,
     iface: &Interface,
     path: &Path,
-) -> Result<Option<XdpLink>, LoaderError> {
+) -> Result<Option<P::Link>, LoaderError> {
     if !path.exists() {
         return Ok(None);
     }
-    let pinned = PinnedLink::from_pin(path)
-        .map_err(|e| pinned_link_error("opening", iface, path)(e.into()))?;
-    let link = XdpLink::try_from(FdLink::from(pinned))
-        .map_err(|e| pinned_link_error("opening (not an XDP link?)", iface, path)(e.into()))?;
-    match program.attach_to_link(link) {
-        Ok(id) => program
-            .take_link(id)
-            .map(Some)
-            .map_err(|e| pinned_link_error("adopting", iface, path)(e.into())),
+    let error = |doing| pinned_link_error(P::KIND, doing, iface, path);
+    let pinned = PinnedLink::from_pin(path).map_err(|e| error("opening")(e.into()))?;
+    let link = P::Link::try_from(FdLink::from(pinned))
+        .map_err(|e| error("opening (another kind of link?)")(e.into()))?;
+    match program.update(link) {
+        Ok(link) => Ok(Some(link)),
         Err(e) if errno(&e) == Some(libc::ENOLINK) => {
             warn!(
-                "pinned XDP link {} is defunct (interface re-created?): attaching anew",
+                "pinned {} link {} is defunct (interface re-created?): attaching anew",
+                P::KIND,
                 path.display()
             );
-            std::fs::remove_file(path)
-                .map_err(|e| pinned_link_error("removing", iface, path)(e.into()))?;
+            std::fs::remove_file(path).map_err(|e| error("removing")(e.into()))?;
             Ok(None)
         }
-        Err(e) => Err(pinned_link_error("updating", iface, path)(e.into())),
+        Err(e) => Err(error("updating")(e.into())),
     }
 }
 
 /// Pins a new link at `path`, so that it outlives this process.
-fn pin_link(link: XdpLink, iface: &Interface, path: &Path) -> Result<XdpLink, LoaderError> {
+fn pin_link<P: LinkedProgram>(
+    link: P::Link,
+    iface: &Interface,
+    path: &Path,
+) -> Result<P::Link, LoaderError>
+where
+    FdLink: TryFrom<P::Link>,
+{
+    let error = |doing| pinned_link_error(P::KIND, doing, iface, path);
     let fd_link = FdLink::try_from(link).map_err(|_| LoaderError::NoBpfLink {
         iface: iface.name.clone(),
     })?;
-    let pinned = fd_link
-        .pin(path)
-        .map_err(|e| pinned_link_error("creating", iface, path)(e.into()))?;
-    XdpLink::try_from(FdLink::from(pinned))
-        .map_err(|e| pinned_link_error("reopening", iface, path)(e.into()))
+    let pinned = fd_link.pin(path).map_err(|e| error("creating")(e.into()))?;
+    P::Link::try_from(FdLink::from(pinned)).map_err(|e| error("reopening")(e.into()))
 }
 
-struct Attached {
-    iface: String,
-    link: XdpLink,
+/// A link with its pin.
+struct Pinned<L> {
+    link: L,
     pin: Option<PathBuf>,
     /// Taken over from an earlier process rather than created by this one.
     adopted: bool,
+}
+
+impl<L> Pinned<L> {
+    /// Logs how the `kind` program came onto `iface`: adopted, or attached anew (`how`).
+    fn log(&self, kind: &str, iface: &Interface, how: &str) {
+        if self.adopted {
+            info!(
+                "{kind} program replaced on {} (pinned link adopted, no gap)",
+                iface.name
+            );
+        } else {
+            info!("{kind} attached to {} ({how})", iface.name);
+        }
+    }
+
+    /// After a failed start: detaches the link unless it was adopted (and removes its pin).
+    fn undo(self) {
+        if self.adopted {
+            return;
+        }
+        if let Some(pin) = self.pin {
+            // Best effort: the start is failing already.
+            let _ignored = std::fs::remove_file(pin);
+        }
+        drop(self.link);
+    }
+}
+
+/// One interface's links. XDP goes first when they are dropped, so no XDP-answered handshake
+/// outlives the TC program.
+struct Attached {
+    iface: String,
+    xdp: Pinned<XdpLink>,
+    tc: Option<Pinned<SchedClassifierLink>>,
 }
 
 /// The XDP links. [`Attachments::finish`] ends a run; dropping it without (a start that
@@ -437,10 +564,12 @@ impl Attachments {
         let Some(at) = self.links.iter().position(|a| a.iface == iface) else {
             return false;
         };
-        let Attached { link, pin, .. } = self.links.remove(at);
-        drop(link);
+        let Attached { xdp, tc, .. } = self.links.remove(at);
+        let pinned = xdp.pin.is_some();
+        drop(xdp);
+        drop(tc);
         if let Some(pins) = &self.pins
-            && pin.is_some()
+            && pinned
             && let Err(e) = pins.remove(iface)
         {
             warn!("{e}");
@@ -453,13 +582,11 @@ impl Attachments {
     /// its link detached. Tries every interface; returns the first error.
     pub fn finish(mut self, keep: bool) -> Result<(), PinError> {
         let mut first_error = None;
-        for Attached {
-            iface, link, pin, ..
-        } in self.links.drain(..)
-        {
-            if keep && pin.is_some() {
-                drop(link);
-                info!("XDP left attached to {iface} (pinned)");
+        for Attached { iface, xdp, tc } in self.links.drain(..) {
+            if keep && xdp.pin.is_some() {
+                drop(xdp);
+                drop(tc);
+                info!("XDP and TC programs left attached to {iface} (pinned)");
                 continue;
             }
             if let Some(pins) = &self.pins
@@ -468,9 +595,13 @@ impl Attachments {
                 warn!("{e}");
                 first_error.get_or_insert(e);
             }
-            // XdpLink detaches on drop (closing a bpf_link fd cannot fail).
-            drop(link);
+            // The links detach on drop (closing a bpf_link fd cannot fail).
+            drop(xdp);
             info!("XDP detached from {iface}");
+            if tc.is_some() {
+                drop(tc);
+                info!("TC program detached from {iface}");
+            }
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -478,22 +609,14 @@ impl Attachments {
 
 impl Drop for Attachments {
     fn drop(&mut self) {
-        for Attached {
-            iface,
-            link,
-            pin,
-            adopted,
-        } in self.links.drain(..)
-        {
-            if adopted {
-                continue;
+        for Attached { iface, xdp, tc } in self.links.drain(..) {
+            if !xdp.adopted {
+                info!("XDP detached from {iface}");
             }
-            if let Some(pin) = pin {
-                // Best effort: the start is failing already.
-                let _ignored = std::fs::remove_file(pin);
+            xdp.undo();
+            if let Some(tc) = tc {
+                tc.undo();
             }
-            drop(link);
-            info!("XDP detached from {iface}");
         }
     }
 }
@@ -507,7 +630,40 @@ fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoaderError> {
     ebpf.program_mut(PROGRAM_NAME)
         .ok_or(MISSING_PROGRAM)?
         .try_into()
-        .map_err(LoaderError::Load)
+        .map_err(|e| LoaderError::Load(PROGRAM_NAME, e))
+}
+
+fn tc_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, LoaderError> {
+    ebpf.program_mut(TC_PROGRAM_NAME)
+        .ok_or(LoaderError::Missing {
+            kind: "program",
+            name: TC_PROGRAM_NAME,
+        })?
+        .try_into()
+        .map_err(|e| LoaderError::Load(TC_PROGRAM_NAME, e))
+}
+
+/// A failed `load()`: missing privileges, or the verifier's rejection with its log.
+fn load_error(program: &'static str, action: &'static str, e: ProgramError) -> LoaderError {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            if io_error.raw_os_error() == Some(libc::EPERM) {
+                permission(action)
+            } else {
+                let verifier_log = verifier_log.to_string();
+                LoaderError::Verifier {
+                    program,
+                    io_error,
+                    hint: verifier_hint(&verifier_log, &privileges::lacking()),
+                    verifier_log,
+                }
+            }
+        }
+        other => LoaderError::Load(program, other),
+    }
 }
 
 pub(crate) fn typed_map<M, T>(map: Option<M>, name: &'static str) -> Result<T, LoaderError>

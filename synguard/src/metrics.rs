@@ -395,6 +395,18 @@ impl Collector for Scrape {
             "Times a source went over a per-source budget and was blocked.",
             vec![(self.labels(&[]), total(Counter::SourceBlocks))],
         )?;
+        counters(
+            e,
+            "synguard_tc_checksum",
+            "IPv6 bare ACKs to protected ports that arrived with their TCP checksum unverified, checked by the TC program: verified (marked so nft synproxy takes them) or bad (dropped).",
+            [
+                ("verified", Counter::TcCsumVerified),
+                ("bad", Counter::TcCsumBad),
+            ]
+            .into_iter()
+            .map(|(result, c)| (self.labels(&[("result", result)]), total(c)))
+            .collect(),
+        )?;
         gauges(
             e,
             "synguard_syncookies_mode",

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! <root>/<iface>/link             the XDP bpf_link on that interface
+//! <root>/<iface>/tc_link          the TC (tcx ingress) bpf_link of the checksum program
 //! <root>/<iface>/SG_COUNTERS      the state maps (PINNED_MAPS), the same map objects pinned
 //! <root>/<iface>/SG_PORT_LOAD     in the directory of every interface one daemon serves
 //! <root>/<iface>/SG_SOURCES
@@ -39,6 +40,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/synguard";
 /// The maps pinned per interface: the state a restart keeps.
 pub const PINNED_MAPS: [&str; 4] = [MAP_COUNTERS, MAP_PORT_LOAD, MAP_SOURCES, MAP_COOKIE_PORTS];
 const LINK: &str = "link";
+const TC_LINK: &str = "tc_link";
 
 #[derive(Debug, Error)]
 pub enum PinError {
@@ -129,6 +131,10 @@ impl PinDir {
 
     pub fn link(&self, iface: &str) -> PathBuf {
         self.iface_dir(iface).join(LINK)
+    }
+
+    pub fn tc_link(&self, iface: &str) -> PathBuf {
+        self.iface_dir(iface).join(TC_LINK)
     }
 
     pub fn map(&self, iface: &str, name: &str) -> PathBuf {
