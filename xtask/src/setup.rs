@@ -83,12 +83,41 @@ fn apt_packages() -> Result<()> {
         );
     }
     run(Command::new("apt-get").arg("update"))?;
+    let _no_services = NoServiceStarts::install()?;
     run(Command::new("apt-get")
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     println!("installed: Debian packages {}", missing.join(" "));
     Ok(())
+}
+
+/// Debian's `policy-rc.d` refusing every service start while it exists (removed on drop,
+/// if this run wrote it): installing nginx or openssh-server must not start them on the
+/// host's ports 80 and 22; the tests run their own copies in the lab's namespaces.
+struct NoServiceStarts(Option<&'static Path>);
+
+impl NoServiceStarts {
+    const PATH: &'static str = "/usr/sbin/policy-rc.d";
+
+    fn install() -> Result<Self> {
+        let path = Path::new(Self::PATH);
+        if path.exists() {
+            return Ok(Self(None));
+        }
+        std::fs::write(path, "#!/bin/sh\n# cargo xtask setup: no service starts while it installs\nexit 101\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        Ok(Self(Some(path)))
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn nightly_rust_src() -> Result<()> {
