@@ -219,6 +219,7 @@ counters! {
     DropDenylisted = "drop_denylisted": "Dropped: the source is on the denylist.",
     DropSourceBlocked = "drop_source_blocked": "Dropped: SYN or new-connection ACK from a source blocked for exceeding a budget.",
     SourceBlocks = "source_blocks": "A source went over a per-source budget and was blocked (counted in addition).",
+    DropBadChecksum = "drop_bad_checksum": "Dropped: SYN XDP would have answered, with a wrong IPv4 header or TCP checksum (the kernel drops those too).",
     Aborted = "aborted": "XDP_ABORTED: a helper failed while building a reply.",
 }
 

@@ -14,6 +14,7 @@ mod socket;
 mod sources;
 mod syn;
 mod synack;
+mod verify;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use synguard_common::{Counter, Policy};

@@ -1,5 +1,5 @@
 //! Verdict for a SYN to a protected port: blocked source, a 4-tuple the kernel still holds, the
-//! kernel's turn (cookies off for the port), or a cookie SYN-ACK from here.
+//! kernel's turn (cookies off for the port), a wrong checksum, or a cookie SYN-ACK from here.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use synguard_common::{Counter, DatapathConfig, SyncookieMode};
 
@@ -10,7 +10,7 @@ use crate::{
     parse::TcpPacket,
     socket::{KernelSocket, kernel_socket},
     sources::Source,
-    synack,
+    synack, verify,
 };
 
 #[inline(always)]
@@ -35,6 +35,9 @@ pub fn judge_syn(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> (u3
     if !cookies_on(pkt.dport) {
         load::record(pkt.dport, Event::SynToKernel);
         return (xdp_action::XDP_PASS, Counter::SynToKernel);
+    }
+    if !verify::syn_checksums_ok(ctx, pkt) {
+        return (xdp_action::XDP_DROP, Counter::DropBadChecksum);
     }
     let verdict = synack::answer_syn(ctx, pkt, cfg);
     if verdict.1 == Counter::SynCookieSent {

@@ -66,9 +66,10 @@ pub const fn verdict(counter: Counter) -> Option<&'static str> {
         | Counter::SourceBlocks
         | Counter::AckProbeRepaired => None,
         Counter::SynCookieSent => Some("tx"),
-        Counter::AckCookieInvalid | Counter::DropDenylisted | Counter::DropSourceBlocked => {
-            Some("drop")
-        }
+        Counter::AckCookieInvalid
+        | Counter::DropDenylisted
+        | Counter::DropSourceBlocked
+        | Counter::DropBadChecksum => Some("drop"),
         Counter::Aborted => Some("aborted"),
         Counter::PassNonIp
         | Counter::PassNonTcp
