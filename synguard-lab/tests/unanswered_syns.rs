@@ -10,20 +10,17 @@
 //!
 //! Afterwards SYNPROXY has seen no SYN, and legitimate connections still work.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use synguard_common::Counter;
 use synguard_lab::capture::Capture;
-use synguard_lab::client::{self, ClientConfig};
-use synguard_lab::daemon::XdpMode;
-use synguard_lab::harness::{self, Bench, Need, run_cases};
+use synguard_lab::client;
+use synguard_lab::harness::{self, Bench, Case, Need, run_cases};
 use synguard_lab::hostile::frame::{self, ACK, FIN, Ip, RST, SYN, Spec, opt};
 use synguard_lab::kernel::{self, Counters};
 use synguard_lab::packet::PacketSocket;
-use synguard_lab::server::Protocol;
 use synguard_lab::topology::{Family, Lab};
 
 const PORT: u16 = 8080;
@@ -77,26 +74,12 @@ const KINDS: [(&str, Edit, bool, Counter); 5] = [
     ),
 ];
 
-struct Case {
-    mode: XdpMode,
-    family: Family,
-}
-
-impl fmt::Display for Case {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.family, self.mode.as_str())
-    }
-}
-
 #[test]
 fn bad_syns_get_no_synack() {
     let Some(_serial) = harness::start("unanswered_syns", &[Need::Daemon]) else {
         return;
     };
-    let cases = XdpMode::ALL
-        .iter()
-        .flat_map(|&mode| Family::ALL.map(|family| Case { mode, family }));
-    run_cases("unanswered_syns", cases, check);
+    run_cases("unanswered_syns", harness::cases(), check);
 }
 
 fn check(case: &Case) -> Result<()> {
@@ -172,20 +155,9 @@ fn check(case: &Case) -> Result<()> {
     );
     capture.stop()?;
 
-    let report = client::run(
-        lab.client(),
-        ClientConfig::new(
-            lab.server_addr(case.family, PORT),
-            Protocol::RequestFirst,
-            PAYLOAD,
-            LEGIT_CONNECTIONS,
-        ),
-    )?;
-    ensure!(
-        report.successes() == LEGIT_CONNECTIONS,
-        "legitimate connections afterwards: {}",
-        report.summary()
-    );
+    let target = lab.server_addr(case.family, PORT);
+    client::ensure_all_connect(lab.client(), target, PAYLOAD, LEGIT_CONNECTIONS)
+        .context("legitimate connections afterwards")?;
     let Bench { daemon, .. } = bench;
     daemon.stop()?.ensure_success()
 }
