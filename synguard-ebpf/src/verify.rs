@@ -104,9 +104,9 @@ struct Summing {
     failed: bool,
 }
 
-/// The ones' complement sum (unfolded) of `len` packet bytes at `offset`, which must start
-/// an even number of bytes into the summed data so that words stay aligned; `None` if they
-/// are not in the frame. 0 for no bytes, without a helper call.
+/// The ones' complement sum of `len` packet bytes at `offset` (big-endian words, folded to 16
+/// bits), which must start an even number of bytes into the summed data so that words stay
+/// aligned; `None` if they are not in the frame. 0 for no bytes, without a helper call.
 #[inline(always)]
 fn sum_packet(ctx: &XdpContext, offset: usize, len: usize) -> Option<u64> {
     if len == 0 {
@@ -184,5 +184,6 @@ extern "C" fn sum_chunk(index: u64, data: *mut c_void) -> i64 {
             state.sum as u32,
         )
     };
-    i64::from(state.sum < 0)
+    state.failed = state.sum < 0;
+    i64::from(state.failed)
 }
