@@ -31,11 +31,16 @@ const COPIES: u16 = 3;
 /// by the capture, which runs until the check ends.
 const REPLY_WAIT: Duration = Duration::from_secs(1);
 const LEGIT_CONNECTIONS: usize = 3;
+/// Where the checksum field is in a TCP header.
+const TCP_CHECKSUM_OFFSET: u16 = 16;
 
 type Edit = fn(&mut Spec);
 
 /// A kind of segment: name, edit of a valid SYN, whether it exists for IPv6, and the XDP
-/// counter it must move.
+/// counter it must move. The flag kinds (those XDP passes) are sent twice: with a full
+/// checksum, and as a local sender with checksum offload sends them (CHECKSUM_PARTIAL). nft
+/// `synproxy` drops IPv6 segments whose checksum is not marked verified (NOTES.md), so on a
+/// veth only the second kind reaches it in IPv6.
 const KINDS: [(&str, Edit, bool, Counter); 5] = [
     (
         "SYN+FIN",
@@ -91,6 +96,7 @@ fn check(case: &Case) -> Result<()> {
         lab.client_iface().name(),
         Duration::from_millis(100),
     )?;
+    let offloading = PacketSocket::open_offloading(lab.client(), lab.client_iface().name())?;
     let capture = Capture::start(lab.client(), lab.client_iface().name())?;
     let before = Counters::of(lab.server_iface())?;
     let synproxy_before = kernel::synproxy(lab.server())?;
@@ -102,14 +108,23 @@ fn check(case: &Case) -> Result<()> {
         if case.family == Family::V6 && !in_v6 {
             continue;
         }
-        for _ in 0..COPIES {
-            let mut spec = syn_from_client(lab, case.family, sport)?;
-            spec.on_link(client_mac, server_mac);
-            edit(&mut spec);
-            socket.send(&spec.build())?;
-            sent.push((name, sport));
-            want[counter as usize] += 1;
-            sport += 1;
+        let passed = counter == Counter::PassOtherFlags;
+        for offloaded in [false, true].into_iter().filter(|&o| !o || passed) {
+            for _ in 0..COPIES {
+                let mut spec = syn_from_client(lab, case.family, sport)?;
+                spec.on_link(client_mac, server_mac);
+                edit(&mut spec);
+                if offloaded {
+                    spec.tcp.check = Some(spec.offloaded_tcp_check());
+                    let l4 = spec.layout().l4 as u16;
+                    offloading.send_offloaded(&spec.build(), l4, TCP_CHECKSUM_OFFSET)?;
+                } else {
+                    socket.send(&spec.build())?;
+                }
+                sent.push((name, sport));
+                want[counter as usize] += 1;
+                sport += 1;
+            }
         }
     }
     let ports: Vec<u16> = sent.iter().map(|(_, port)| *port).collect();
