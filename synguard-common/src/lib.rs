@@ -360,6 +360,7 @@ counters! {
     SynPeerLookup = "syn_peer_lookup": "SYN whose 4-tuple the peer filter holds: the kernel's socket table was asked (counted in addition).",
     TcCsumVerified = "tc_csum_verified": "TC ingress: an IPv6 bare ACK to a protected port arrived with its checksum unverified (CHECKSUM_NONE); checked, right, marked verified so nft synproxy takes it (not an XDP outcome).",
     TcCsumBad = "tc_csum_bad": "TC ingress: an IPv6 bare ACK to a protected port arrived unverified with a wrong TCP checksum; dropped (not an XDP outcome).",
+    DropBadChecksum = "drop_bad_checksum": "Dropped: SYN XDP would have answered, with a wrong IPv4 header or TCP checksum (the kernel drops those too).",
     Aborted = "aborted": "XDP_ABORTED: a helper failed while building a reply.",
 }
 

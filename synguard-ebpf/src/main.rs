@@ -19,6 +19,7 @@ mod syn;
 mod synack;
 mod tc_csum;
 mod tuple;
+mod verify;
 
 use aya_ebpf::{
     bindings::xdp_action,

@@ -1,5 +1,5 @@
 //! Verdict for a SYN to a protected port: blocked source, a 4-tuple the kernel still holds, the
-//! kernel's turn (cookies off for the port), or a cookie SYN-ACK from here.
+//! kernel's turn (cookies off for the port), a wrong checksum, or a cookie SYN-ACK from here.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use synguard_common::{Counter, DatapathConfig, SyncookieMode};
 
@@ -10,7 +10,7 @@ use crate::{
     parse::TcpPacket,
     peers,
     socket::{KernelSocket, kernel_socket},
-    sources, synack,
+    sources, synack, verify,
 };
 
 /// The verdict; [`ANSWER`] when XDP answers with a cookie ([`answer`]). A subprogram of its
@@ -50,6 +50,9 @@ pub fn judge_syn(
         peers::remember(ctx, pkt, cfg.hash_seed, now);
         load::record(pkt.dport, Event::SynToKernel);
         return (xdp_action::XDP_PASS, Counter::SynToKernel);
+    }
+    if !verify::syn_checksums_ok(ctx, pkt) {
+        return (xdp_action::XDP_DROP, Counter::DropBadChecksum);
     }
     ANSWER
 }

@@ -352,7 +352,7 @@ fn store<const N: usize>(ctx: &XdpContext, offset: usize, buf: &[u8; N], len: u3
 /// are below `N` already (the parser bounds header lengths), so the mask changes nothing at run
 /// time.
 #[inline(always)]
-fn bounded_len<const N: usize>(len: u32) -> u32 {
+pub fn bounded_len<const N: usize>(len: u32) -> u32 {
     const { assert!(N.is_power_of_two()) };
     verifier_visible(len) & (N as u32 - 1)
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use socket2::{Domain, Socket, Type};
 
 use crate::capture::{Capture, TcpSegment};
@@ -254,6 +254,24 @@ impl Drop for LegitClient {
 /// Runs `config` in `netns` to completion.
 pub fn run(netns: &Netns, config: ClientConfig) -> Result<ClientReport> {
     LegitClient::spawn(netns, config)?.join()
+}
+
+/// Makes `connections` [`Protocol::RequestFirst`] connections to `target` from `netns`, each
+/// downloading `payload_len` bytes; an error (with the report) unless all succeed.
+pub fn ensure_all_connect(
+    netns: &Netns,
+    target: SocketAddr,
+    payload_len: usize,
+    connections: usize,
+) -> Result<()> {
+    let config = ClientConfig::new(target, Protocol::RequestFirst, payload_len, connections);
+    let report = run(netns, config)?;
+    ensure!(
+        report.successes() == connections,
+        "connections to {target}: {}",
+        report.summary()
+    );
+    Ok(())
 }
 
 /// Runs `config` in `netns` while capturing on `iface` (the namespace's veth): the report and

@@ -19,6 +19,8 @@ const SEND_RETRIES: u32 = 1000;
 const SEND_BACKOFF: std::time::Duration = std::time::Duration::from_micros(100);
 
 const ETH_P_ALL: u16 = 0x0003;
+/// `virtio_net_hdr.flags`: the checksum is left to offload (include/uapi/linux/virtio_net.h).
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 const ETH_P_8021Q: u16 = 0x8100;
 /// Ethernet destination + source.
 const MAC_HEADERS: usize = 12;
@@ -137,6 +139,36 @@ impl PacketSocket {
         addr.sll_protocol = protocol.to_be();
         addr.sll_ifindex = self.ifindex;
         addr
+    }
+
+    /// Opens a socket like [`Self::open`] whose frames go out as a local sender with checksum
+    /// offload sends them (PACKET_VNET_HDR, CHECKSUM_PARTIAL): send with
+    /// [`Self::send_offloaded`] only.
+    pub fn open_offloading(netns: &Netns, iface: &str) -> Result<Self> {
+        let socket = Self::open(netns, iface, Duration::from_millis(100))?;
+        let one: libc::c_int = 1;
+        set_option(
+            &socket.fd,
+            libc::SOL_PACKET,
+            libc::PACKET_VNET_HDR,
+            &one,
+            "PACKET_VNET_HDR",
+        )?;
+        Ok(socket)
+    }
+
+    /// Sends one frame on a socket from [`Self::open_offloading`], its checksum at
+    /// `csum_offset` bytes into the data from `csum_start` left to offload: the field must
+    /// hold the pseudo-header sum, and the receiver of a veth sees CHECKSUM_PARTIAL, as for
+    /// the kernel's own segments.
+    pub fn send_offloaded(&self, frame: &[u8], csum_start: u16, csum_offset: u16) -> Result<()> {
+        // struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+        // (host byte order, as a little-endian virtio device has them).
+        let mut packet = vec![VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 0, 0];
+        packet.extend_from_slice(&csum_start.to_ne_bytes());
+        packet.extend_from_slice(&csum_offset.to_ne_bytes());
+        packet.extend_from_slice(frame);
+        self.send(&packet)
     }
 
     /// Sends one complete Ethernet frame.

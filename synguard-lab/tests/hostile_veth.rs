@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use synguard_common::{Counter, DatapathConfig};
-use synguard_lab::client::{self, ClientConfig};
+use synguard_lab::client;
 use synguard_lab::daemon::XdpMode;
 use synguard_lab::harness::{self, Bench, Need, run_cases};
 use synguard_lab::hostile::corpus::{Case, PROTECTED, corpus};
@@ -17,7 +17,6 @@ use synguard_lab::hostile::model::{Action, CookieBook, Policy};
 use synguard_lab::kernel::Counters;
 use synguard_lab::netns::Iface;
 use synguard_lab::packet::PacketSocket;
-use synguard_lab::server::Protocol;
 use synguard_lab::topology::{Family, Lab};
 
 /// Cases taken from each category of the corpus, spread over it.
@@ -117,20 +116,9 @@ fn check(mode: XdpMode, sample: &[Case]) -> Result<()> {
     compare(&expected, &observed)?;
 
     for family in Family::ALL {
-        let report = client::run(
-            lab.client(),
-            ClientConfig::new(
-                lab.server_addr(family, PROTECTED[0]),
-                Protocol::RequestFirst,
-                PAYLOAD,
-                LEGIT_CONNECTIONS,
-            ),
-        )?;
-        ensure!(
-            report.successes() == LEGIT_CONNECTIONS,
-            "{family} after the hostile sample: {}",
-            report.summary()
-        );
+        let target = lab.server_addr(family, PROTECTED[0]);
+        client::ensure_all_connect(lab.client(), target, PAYLOAD, LEGIT_CONNECTIONS)
+            .with_context(|| format!("{family} after the hostile sample"))?;
     }
     let Bench { daemon, .. } = bench;
     daemon.stop()?.ensure_success()

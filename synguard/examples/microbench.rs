@@ -31,6 +31,8 @@ const PORT: u16 = 8080;
 const CALLS: usize = 20_000;
 const WARM_UP: usize = 1000;
 const SOURCES: u32 = 4096;
+/// The TCP checksum of an untagged IPv4 frame without IP options.
+const TCP_CHECKSUM_V4: usize = 14 + 20 + 16;
 const L2_PLAIN: L2 = L2 {
     src_mac: [2, 0, 0, 0, 0, 2],
     dst_mac: [2, 0, 0, 0, 0, 1],
@@ -155,6 +157,15 @@ fn run() -> Result<()> {
             cookie.wrapping_add(1),
         )?);
     }
+    // The same SYNs with one bit of the TCP checksum flipped: verified and dropped.
+    let corrupt: Vec<Vec<u8>> = syns4
+        .iter()
+        .map(|frame| {
+            let mut frame = frame.clone();
+            frame[TCP_CHECKSUM_V4] ^= 1;
+            frame
+        })
+        .collect();
     let invalid: Vec<Vec<u8>> = (0..SOURCES)
         .map(|i| ack(v4(i), server4, 40_000, 1_001, 0x1234_5678 ^ i))
         .collect::<Result<_>>()?;
@@ -172,12 +183,13 @@ fn run() -> Result<()> {
         .udp(40_000, PORT)
         .write(&mut udp, &[0u8; 18])?;
 
-    let cases: [(&str, BorrowedFd<'_>, &[Vec<u8>], u32); 11] = [
+    let cases: [(&str, BorrowedFd<'_>, &[Vec<u8>], u32); 12] = [
         ("floor_drop", drop.fd(), &syns4, XDP_DROP),
         ("floor_reflect", reflect.fd(), &syns4, XDP_TX),
         ("syn_synack", sg, &syns4, XDP_TX),
         ("syn_synack_cold", sg, &syns_cold, XDP_TX),
         ("syn_synack_one_source", sg, &syn_one_source, XDP_TX),
+        ("syn_bad_checksum_drop", sg, &corrupt, XDP_DROP),
         ("valid_ack", sg, &valid, XDP_PASS),
         ("invalid_ack", sg, &invalid, XDP_DROP),
         ("established_pass", sg, &established, XDP_PASS),

@@ -70,9 +70,10 @@ pub const fn verdict(counter: Counter) -> Option<&'static str> {
         | Counter::TcCsumVerified
         | Counter::TcCsumBad => None,
         Counter::SynCookieSent => Some("tx"),
-        Counter::AckCookieInvalid | Counter::DropDenylisted | Counter::DropSourceBlocked => {
-            Some("drop")
-        }
+        Counter::AckCookieInvalid
+        | Counter::DropDenylisted
+        | Counter::DropSourceBlocked
+        | Counter::DropBadChecksum => Some("drop"),
         Counter::Aborted => Some("aborted"),
         Counter::PassNonIp
         | Counter::PassNonTcp

@@ -267,8 +267,8 @@ fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
 ///   chain output { type filter hook output priority raw;
 ///     tcp dport @ports tcp flags & (fin|syn|rst|ack) == ack fib saddr type != local notrack }
 ///   chain input { type filter hook input priority filter;
-///     iifname != "lo" meta nfproto ipv4 tcp dport @ports ct state invalid,untracked synproxy mss MSS4 wscale W timestamp sack-perm
-///     iifname != "lo" meta nfproto ipv6 tcp dport @ports ct state invalid,untracked synproxy mss MSS6 wscale W timestamp sack-perm
+///     iifname != "lo" meta nfproto ipv4 tcp dport @ports tcp flags & (fin|syn|rst|ack) == ack ct state invalid,untracked synproxy mss MSS4 wscale W timestamp sack-perm
+///     iifname != "lo" meta nfproto ipv6 tcp dport @ports tcp flags & (fin|syn|rst|ack) == ack ct state invalid,untracked synproxy mss MSS6 wscale W timestamp sack-perm
 ///     iifname != "lo" tcp dport @ports ct state invalid drop }
 /// }
 /// ```
@@ -276,6 +276,14 @@ fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
 /// XDP answers the SYNs; an ACK with a valid cookie has no conntrack entry, is `invalid` (with
 /// `nf_conntrack_tcp_loose=0`) and synproxy turns it into a connection. Anything else invalid
 /// on these ports is dropped; other ports are untouched.
+///
+/// Only pure ACKs (of FIN, SYN, RST and ACK only ACK set) reach synproxy: nft's `synproxy`
+/// answers any segment with SYN set with a SYN-ACK and takes any other segment with ACK set
+/// for a handshake ACK, unlike the xt `SYNPROXY` target, which checks for a pure SYN and a pure
+/// ACK. SYN+FIN, SYN+RST and SYN+ACK, which XDP passes and conntrack marks invalid, would get
+/// a SYN-ACK that the kernel alone never sends (it discards the first two and answers SYN+ACK
+/// on a listener with a RST); they are dropped with the rest of `invalid`. SYNs conntrack
+/// accepts (`new`: the TIME_WAIT reuse below, mode `off`) never meet the rule.
 ///
 /// Unlike the textbook synproxy setup there is no raw-prerouting `notrack` for SYNs: a SYN that
 /// XDP passes on purpose (its 4-tuple is still in TIME_WAIT) must meet conntrack and the
@@ -433,8 +441,8 @@ fn rule(chain: &'static str, statements: Vec<Statement<'static>>) -> NfListObjec
     })
 }
 
-/// `meta nfproto FAMILY tcp dport @ports ct state invalid,untracked synproxy ...`: one rule
-/// per address family because the MSS differs.
+/// `meta nfproto FAMILY tcp dport @ports tcp flags & (fin|syn|rst|ack) == ack ct state
+/// invalid,untracked synproxy ...`: one rule per address family because the MSS differs.
 fn synproxy_rule(nfproto: &'static str, mss: u16, wscale: u8) -> Vec<Statement<'static>> {
     vec![
         not_loopback(),
@@ -445,6 +453,7 @@ fn synproxy_rule(nfproto: &'static str, mss: u16, wscale: u8) -> Vec<Statement<'
             Expression::String(nfproto.into()),
         ),
         dport_protected(),
+        only_flag("ack"),
         ct_state(Expression::List(vec![
             Expression::String("invalid".into()),
             Expression::String("untracked".into()),
@@ -585,12 +594,15 @@ mod tests {
         assert_eq!(v4[0], not_lo);
         assert_eq!(v4[1]["match"]["right"], json!("ipv4"));
         assert_eq!(v4[2]["match"]["right"], json!("@ports"));
-        assert_eq!(v4[3]["match"]["op"], json!("in"));
-        assert_eq!(v4[4]["synproxy"]["mss"], json!(1460));
-        assert_eq!(v4[4]["synproxy"]["wscale"], json!(7));
+        // Only pure ACKs reach synproxy: the same flag match as the output rule's.
+        assert_eq!(v4[3], output[1]);
+        assert_eq!(v4[4]["match"]["op"], json!("in"));
+        assert_eq!(v4[5]["synproxy"]["mss"], json!(1460));
+        assert_eq!(v4[5]["synproxy"]["wscale"], json!(7));
         let v6 = &objects[6]["add"]["rule"]["expr"];
         assert_eq!(v6[1]["match"]["right"], json!("ipv6"));
-        assert_eq!(v6[4]["synproxy"]["mss"], json!(1440));
+        assert_eq!(v6[3], output[1]);
+        assert_eq!(v6[5]["synproxy"]["mss"], json!(1440));
         let drop = &objects[7]["add"]["rule"]["expr"];
         assert_eq!(drop[0], not_lo);
         assert_eq!(drop[3], json!({"drop": null}));
@@ -613,7 +625,7 @@ mod tests {
         );
         assert_eq!(objects[2]["flush"]["chain"]["name"], json!("input"));
         assert_eq!(
-            objects[3]["add"]["rule"]["expr"][4]["synproxy"]["mss"],
+            objects[3]["add"]["rule"]["expr"][5]["synproxy"]["mss"],
             json!(1400)
         );
         assert!(!json.to_string().contains("delete"));

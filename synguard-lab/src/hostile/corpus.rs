@@ -336,6 +336,61 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        category: "checksums",
+        families: BOTH,
+        edits: &[
+            ("TCP checksum one bit off", |s| {
+                s.tcp.check = Some(s.tcp_check() ^ 1)
+            }),
+            ("TCP checksum 0", |s| {
+                s.tcp.check = Some(if s.tcp_check() == 0 { 1 } else { 0 });
+            }),
+            ("TCP checksum leaving out the payload", |s| {
+                let header_only = s.tcp_check();
+                s.tcp.payload = vec![0x5a; 100];
+                s.tcp.check = Some(header_only);
+            }),
+            ("TCP checksum left to offload (pseudo-header sum)", |s| {
+                s.tcp.check = Some(s.offloaded_tcp_check());
+            }),
+            ("TCP checksum left to offload, with data", |s| {
+                s.tcp.payload = vec![0x5a; 100];
+                s.tcp.check = Some(s.offloaded_tcp_check());
+            }),
+            ("TCP checksum one bit off, with data", |s| {
+                s.tcp.payload = vec![0x5a; 101];
+                s.tcp.check = Some(s.tcp_check() ^ 0x8000);
+            }),
+            ("SYN+FIN with a wrong TCP checksum", |s| {
+                s.tcp.flags = SYN | FIN;
+                s.tcp.check = Some(s.tcp_check() ^ 1);
+            }),
+        ],
+    },
+    Table {
+        category: "ipv4 checksum",
+        families: &[Family::V4],
+        edits: &[
+            ("header checksum one bit off", |s| {
+                v4(s).check = Some(s.ip_check() ^ 1)
+            }),
+            ("header checksum 0", |s| v4(s).check = Some(0)),
+            ("header checksum wrong with options", |s| {
+                v4(s).options = vec![opt::NOP, opt::NOP, opt::NOP, opt::EOL];
+                v4(s).check = Some(s.ip_check() ^ 0x0010);
+            }),
+            ("header checksum without the options", |s| {
+                let without = s.ip_check();
+                v4(s).options = vec![opt::NOP, opt::NOP, opt::NOP, opt::EOL];
+                v4(s).check = Some(without);
+            }),
+            ("both checksums wrong", |s| {
+                s.tcp.check = Some(s.tcp_check() ^ 1);
+                v4(s).check = Some(s.ip_check() ^ 1);
+            }),
+        ],
+    },
+    Table {
         category: "ports",
         families: BOTH,
         edits: &[

@@ -1,8 +1,11 @@
-//! Frames built field by field, lies included: every length, offset and version can be
-//! overridden, so the same description yields a valid SYN or any of its hostile variants.
+//! Frames built field by field, lies included: every length, offset, version and checksum can
+//! be overridden, so the same description yields a valid SYN or any of its hostile variants.
 //!
-//! Request checksums stay zero: the XDP program does not check them (the kernel does, after
-//! XDP_PASS), and a lie there would test nothing.
+//! Checksums are the ones a correct sender would write for the lengths the headers declare
+//! (so a lying length stays the frame's only lie): the IPv4 header checksum over IHL * 4
+//! bytes, the TCP checksum over the TCP segment up to the declared end of the datagram.
+
+use etherparse::checksum::Sum16BitWords;
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -75,6 +78,8 @@ pub struct V4 {
     /// Flags and fragment offset (MF = 0x2000, DF = 0x4000).
     pub frag: u16,
     pub protocol: u8,
+    /// Header checksum; `None`: the right one.
+    pub check: Option<u16>,
     /// Option bytes, zero-padded to a multiple of 4.
     pub options: Vec<u8>,
     pub src: [u8; 4],
@@ -110,6 +115,8 @@ pub struct Tcp {
     pub window: u16,
     /// Data offset field in 32-bit words; `None`: the real one.
     pub data_offset: Option<u8>,
+    /// Checksum field; `None`: the right one.
+    pub check: Option<u16>,
     /// Option bytes, zero-padded (EOL) to a multiple of 4.
     pub options: Vec<u8>,
     pub payload: Vec<u8>,
@@ -138,6 +145,7 @@ impl Spec {
                 total_len: None,
                 frag: 0x4000,
                 protocol: IPPROTO_TCP,
+                check: None,
                 options: Vec::new(),
                 src: CLIENT_V4,
                 dst: SERVER_V4,
@@ -165,6 +173,7 @@ impl Spec {
                 flags: SYN,
                 window: 64_240,
                 data_offset: None,
+                check: None,
                 options: options.to_vec(),
                 payload: Vec::new(),
             },
@@ -242,11 +251,82 @@ impl Spec {
             Ip::V4(v4) => v4.build(&mut frame, &segment),
             Ip::V6(v6) => v6.build(&mut frame, &segment),
         }
+        self.write_checksums(&mut frame);
         frame.resize(frame.len() + self.padding, 0);
         if let Some(cut) = self.cut {
             frame.truncate(cut);
         }
         frame
+    }
+}
+
+impl Spec {
+    /// The TCP checksum field of the built frame.
+    pub fn tcp_check(&self) -> u16 {
+        let frame = self.build();
+        let at = self.layout().l4 + 16;
+        u16::from_be_bytes([frame[at], frame[at + 1]])
+    }
+
+    /// The IPv4 header checksum field of the built frame (0 for IPv6).
+    pub fn ip_check(&self) -> u16 {
+        let frame = self.build();
+        let at = self.layout().l3 + 10;
+        match self.ip {
+            Ip::V4(_) => u16::from_be_bytes([frame[at], frame[at + 1]]),
+            Ip::V6(_) => 0,
+        }
+    }
+
+    /// What a sender with checksum offload (a veth peer, a container) leaves in the TCP
+    /// checksum field: the pseudo-header sum, folded, not complemented.
+    pub fn offloaded_tcp_check(&self) -> u16 {
+        let frame = self.build();
+        let (pseudo, _) = self.tcp_pseudo_header(&frame);
+        !u16::from_be_bytes(pseudo.ones_complement().to_ne_bytes())
+    }
+
+    /// The sum of the TCP pseudo header (addresses, protocol, TCP length) for the lengths the
+    /// IP header declares, and the end of the TCP segment they give.
+    fn tcp_pseudo_header(&self, frame: &[u8]) -> (Sum16BitWords, usize) {
+        let l3 = self.layout().l3;
+        let field = |at: usize| usize::from(u16::from_be_bytes([frame[at], frame[at + 1]]));
+        let (addrs, end) = match &self.ip {
+            Ip::V4(v4) => ([&v4.src[..], &v4.dst[..]].concat(), l3 + field(l3 + 2)),
+            Ip::V6(v6) => ([&v6.src[..], &v6.dst[..]].concat(), l3 + 40 + field(l3 + 4)),
+        };
+        let end = end.min(frame.len());
+        let tcp_len = end.saturating_sub(self.layout().l4) as u16;
+        let sum = Sum16BitWords::new()
+            .add_slice(&addrs)
+            .add_2bytes([0, IPPROTO_TCP])
+            .add_2bytes(tcp_len.to_be_bytes());
+        (sum, end)
+    }
+
+    /// Fills the TCP checksum, then the IPv4 header checksum (whose bytes may, with a lying
+    /// IHL, cover the TCP header), each unless overridden.
+    fn write_checksums(&self, frame: &mut [u8]) {
+        let layout = self.layout();
+        let (pseudo, tcp_end) = self.tcp_pseudo_header(frame);
+        if tcp_end >= layout.l4 + 18 {
+            let check = self.tcp.check.unwrap_or_else(|| {
+                let sum = pseudo.add_slice(&frame[layout.l4..tcp_end]);
+                u16::from_be_bytes(sum.ones_complement().to_ne_bytes())
+            });
+            frame[layout.l4 + 16..layout.l4 + 18].copy_from_slice(&check.to_be_bytes());
+        }
+        if let Ip::V4(v4) = &self.ip {
+            let ihl = usize::from(frame[layout.l3] & 0x0f) * 4;
+            let header_end = (layout.l3 + ihl).min(frame.len());
+            if header_end >= layout.l3 + 12 {
+                let check = v4.check.unwrap_or_else(|| {
+                    let sum = Sum16BitWords::new().add_slice(&frame[layout.l3..header_end]);
+                    u16::from_be_bytes(sum.ones_complement().to_ne_bytes())
+                });
+                frame[layout.l3 + 10..layout.l3 + 12].copy_from_slice(&check.to_be_bytes());
+            }
+        }
     }
 }
 
@@ -353,5 +433,50 @@ pub mod opt {
             wscale(7),
         ]
         .concat()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::TcpSegment;
+
+    #[test]
+    fn built_frames_carry_right_checksums_unless_told_otherwise() {
+        for family in [Family::V4, Family::V6] {
+            let mut spec = Spec::syn(family, &[TPID_8021Q], 8080, &opt::linux(1460));
+            spec.tcp.payload = vec![0x5a; 101];
+            spec.padding = 7;
+            let segment = TcpSegment::parse(&spec.build()).unwrap().unwrap();
+            assert!(segment.checksums_ok(), "{family:?}: {segment:?}");
+
+            let mut wrong = spec.clone();
+            wrong.tcp.check = Some(spec.tcp_check() ^ 1);
+            let segment = TcpSegment::parse(&wrong.build()).unwrap().unwrap();
+            assert!(
+                segment.ip_checksum_ok && !segment.tcp_checksum_ok,
+                "{family:?}"
+            );
+            if let Some(ip) = wrong.v4() {
+                ip.check = Some(0);
+                let segment = TcpSegment::parse(&wrong.build()).unwrap().unwrap();
+                assert!(!segment.ip_checksum_ok);
+            }
+        }
+    }
+
+    #[test]
+    fn the_offloaded_checksum_completes_to_the_right_one() {
+        // The right checksum is the complement of the pseudo-header sum plus the segment.
+        let spec = Spec::syn(Family::V4, &[], 8080, &[]);
+        let frame = spec.build();
+        let l4 = spec.layout().l4;
+        let mut segment = frame[l4..].to_vec();
+        segment[16..18].copy_from_slice(&[0, 0]);
+        let sum = Sum16BitWords::new()
+            .add_2bytes(spec.offloaded_tcp_check().to_be_bytes())
+            .add_slice(&segment)
+            .ones_complement();
+        assert_eq!(sum.to_ne_bytes(), spec.tcp_check().to_be_bytes());
     }
 }

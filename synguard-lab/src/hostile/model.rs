@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
+use etherparse::checksum::Sum16BitWords;
 use synguard_common::{Counter, DatapathConfig, SyncookieMode, TupleWords};
 
 use super::frame::{ACK, CWR, ECE, FIN, Family, RST, SYN};
@@ -298,13 +299,16 @@ impl Policy {
                 }
             }
             // Only a tuple XDP has seen reach the kernel is looked up (and none of the
-            // corpus's has a kernel socket).
+            // corpus's has a kernel socket). A SYN the kernel would drop for a wrong checksum
+            // gets no SYN-ACK either; the kernel itself verifies the SYNs it answers.
             let peer_lookup = self.peers.contains(&peer_slot);
-            let judged = if self.cookie_ports.contains(&segment.tuple.dport) {
-                self.answer(frame, &segment)
-            } else {
+            let judged = if !self.cookie_ports.contains(&segment.tuple.dport) {
                 self.peers.insert(peer_slot);
                 Expectation::pass(Counter::SynToKernel)
+            } else if segment.checksums_ok() {
+                self.answer(frame, &segment)
+            } else {
+                Expectation::drop(Counter::DropBadChecksum)
             };
             return Expectation {
                 peer_lookup,
@@ -448,8 +452,12 @@ struct Segment<'a> {
     /// Offset of the IP header (length of Ethernet header and VLAN tags).
     l3: usize,
     tuple: Tuple,
+    /// The IPv4 header with its options, or the fixed IPv6 header.
+    ip_header: &'a [u8],
     /// The TCP header with its options.
     tcp: &'a [u8],
+    /// The TCP header and payload, up to the end of the IP datagram.
+    tcp_segment: &'a [u8],
     /// TCP payload bytes, up to the end of the IP datagram.
     payload_len: usize,
 }
@@ -504,8 +512,7 @@ impl<'a> Segment<'a> {
         };
         Self::tcp(
             frame,
-            Family::V4,
-            l3,
+            (Family::V4, l3, &frame[l3..l3 + header_len]),
             addrs,
             l3 + header_len,
             l3 + total_len,
@@ -542,13 +549,13 @@ impl<'a> Segment<'a> {
             src: ip[8..24].try_into().unwrap(),
             dst: ip[24..40].try_into().unwrap(),
         };
-        Self::tcp(frame, Family::V6, l3, addrs, offset, end)
+        Self::tcp(frame, (Family::V6, l3, ip), addrs, offset, end)
     }
 
+    /// `ip`: family, offset and header of the IP header.
     fn tcp(
         frame: &'a [u8],
-        family: Family,
-        l3: usize,
+        (family, l3, ip_header): (Family, usize, &'a [u8]),
         addrs: Addrs,
         offset: usize,
         end: usize,
@@ -568,9 +575,36 @@ impl<'a> Segment<'a> {
                 sport: be16(fixed, 0),
                 dport: be16(fixed, 2),
             },
+            ip_header,
             tcp: &frame[offset..offset + header_len],
+            tcp_segment: &frame[offset..end],
             payload_len: end - offset - header_len,
         })
+    }
+
+    /// What the kernel checks before it answers a SYN: the IPv4 header checksum (over IHL * 4
+    /// bytes; IPv6 has none) and the TCP checksum over pseudo header, TCP header and payload.
+    /// A TCP checksum field holding the pseudo-header sum alone is what a local sender with
+    /// checksum offload sends (CHECKSUM_PARTIAL, which the kernel trusts); the program cannot
+    /// tell the two apart, so it is accepted as well.
+    fn checksums_ok(&self) -> bool {
+        let addrs = match self.family {
+            Family::V4 => &self.ip_header[12..20],
+            Family::V6 => &self.ip_header[8..40],
+        };
+        let ip_ok = self.family == Family::V6
+            || Sum16BitWords::new()
+                .add_slice(self.ip_header)
+                .ones_complement()
+                == 0;
+        let pseudo = Sum16BitWords::new()
+            .add_slice(addrs)
+            .add_2bytes([0, 6])
+            .add_2bytes((self.tcp_segment.len() as u16).to_be_bytes());
+        let tcp_ok = pseudo.clone().add_slice(self.tcp_segment).ones_complement() == 0;
+        let field = [self.tcp[16], self.tcp[17]];
+        let offloaded = field == (!pseudo.ones_complement()).to_ne_bytes();
+        ip_ok && (tcp_ok || offloaded)
     }
 }
 

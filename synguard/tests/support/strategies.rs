@@ -61,6 +61,7 @@ fn random_spec() -> impl Strategy<Value = Spec> {
         prop_oneof![8 => Just(6u8), 1 => any::<u8>()],
         prop_oneof![3 => Just(Vec::new()), 1 => vec(any::<u8>(), 0..=40)],
         prop_oneof![3 => Just(Vec::new()), 1 => vec((ext_kind(), 0..3u8), 1..=6)],
+        weighted(LIE, any::<u16>()),
     );
     let tcp = (
         prop_oneof![
@@ -74,11 +75,12 @@ fn random_spec() -> impl Strategy<Value = Spec> {
         weighted(LIE, 0..16u8),
         vec(tcp_option(), 0..8),
         0..64usize,
+        weighted(LIE, any::<u16>()),
     );
     (l2, ip, tcp).prop_map(|(l2, ip, tcp)| {
         let (v6, tags, ethertype, padding) = l2;
-        let (version, len, ihl, frag, protocol, ip_options, ext) = ip;
-        let (dport, flags, (seq, ack), data_offset, options, payload) = tcp;
+        let (version, len, ihl, frag, protocol, ip_options, ext, ip_check) = ip;
+        let (dport, flags, (seq, ack), data_offset, options, payload, tcp_check) = tcp;
         let family = if v6 { Family::V6 } else { Family::V4 };
         let mut options: Vec<u8> = options.concat();
         options.truncate(40);
@@ -92,6 +94,7 @@ fn random_spec() -> impl Strategy<Value = Spec> {
                 v4.ihl = ihl;
                 v4.frag = frag;
                 v4.protocol = protocol;
+                v4.check = ip_check;
                 v4.options = ip_options;
             }
             Ip::V6(v6) => {
@@ -108,6 +111,7 @@ fn random_spec() -> impl Strategy<Value = Spec> {
         spec.tcp.seq = seq;
         spec.tcp.ack = ack;
         spec.tcp.data_offset = data_offset;
+        spec.tcp.check = tcp_check;
         spec.tcp.payload = vec![0x5a; payload];
         spec
     })
