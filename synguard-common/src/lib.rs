@@ -48,6 +48,13 @@ pub const SKETCH_WINDOW_SHIFT: u32 = 30;
 /// Attempts per CPU and window (decayed) that make a source heavy when no budget asks for less.
 pub const TRACK_THRESHOLD_DEFAULT: u32 = 32;
 
+/// `Array<BlockLine>` with [`BLOCK_LINES`] slots: per slot, the sketch window until which a
+/// source hashing there may be blocked. Written when a source is blocked, read by the attempts
+/// of sources that are not heavy on their CPU: a block holds on every CPU, also where the
+/// blocked source's own estimate is low. A collision only costs an exact lookup.
+pub const MAP_BLOCKS: &str = "SG_BLOCKS";
+pub const BLOCK_LINES: u32 = 1024;
+
 /// `Array<PeerLine>` with [`PEER_LINES`] slots, mmapable: 4-tuples the kernel may hold a socket
 /// for (seen completing or continuing a connection, or seeded by the daemon from sock_diag).
 /// A slot holds the [`peer_mark`] of the last time a tuple hashing to it was seen, 0 if none.
@@ -180,6 +187,13 @@ pub struct SketchLine {
     pub cells: [u32; 16],
 }
 
+/// Value of [`MAP_BLOCKS`]: one cache line of block ends (sketch windows).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockLine {
+    pub until: [u32; 16],
+}
+
 /// Value of [`MAP_PEERS`]: one cache line of marks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,18 +243,33 @@ impl TupleWords {
     }
 }
 
-/// The sketch line and cells of a source prefix (its [`SourceKey`] as words in memory order).
+/// A source prefix's hash (its [`SourceKey`] as words in memory order): it picks the
+/// source's [`sketch_cells`] and [`block_slot`].
 #[inline(always)]
-pub fn sketch_cells(key_words: &[u32; 4], seed: u64) -> (u32, [usize; SKETCH_DEPTH]) {
+pub fn source_hash(key_words: &[u32; 4], seed: u64) -> u64 {
     let mut h = !seed;
     for i in 0..4 {
         h = fold(h, u64::from(key_words[i]));
     }
-    let h = finish(h);
+    finish(h)
+}
+
+/// The sketch line and cells of the source with hash `h`.
+#[inline(always)]
+pub fn sketch_cells(h: u64) -> (u32, [usize; SKETCH_DEPTH]) {
     let first = (h & 15) as usize;
     // 1..=8 apart, so a source never uses one cell twice.
     let second = (first + 1 + ((h >> 4) & 7) as usize) & 15;
     ((h >> 32) as u32 & (SKETCH_LINES - 1), [first, second])
+}
+
+/// The [`MAP_BLOCKS`] slot of the source with hash `h`: (line, index).
+#[inline(always)]
+pub fn block_slot(h: u64) -> (u32, usize) {
+    (
+        (h >> 46) as u32 & (BLOCK_LINES - 1),
+        ((h >> 56) & 15) as usize,
+    )
 }
 
 /// One multiply-rotate step per word (cheap in BPF, which has no rotate instruction but

@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use synguard_common::{
-    Counter, DatapathConfig, PEER_LINES, POLICY_DEFAULT_ENTRIES, PORT_BITMAP_WORDS,
-    PORT_LOAD_MAX_ENTRIES, PeerLine, PortLoad, SKETCH_LINES, SOURCES_DEFAULT_ENTRIES, SketchLine,
-    SourceKey, SourceState,
+    BLOCK_LINES, BlockLine, Counter, DatapathConfig, PEER_LINES, POLICY_DEFAULT_ENTRIES,
+    PORT_BITMAP_WORDS, PORT_LOAD_MAX_ENTRIES, PeerLine, PortLoad, SKETCH_LINES,
+    SOURCES_DEFAULT_ENTRIES, SketchLine, SourceKey, SourceState,
 };
 
 #[map(name = "SG_COUNTERS")]
@@ -29,6 +29,9 @@ pub static PORT_LOAD: PerCpuHashMap<u16, PortLoad> =
 #[map(name = "SG_SOURCES")]
 pub static SOURCES: LruHashMap<SourceKey, SourceState> =
     LruHashMap::with_max_entries(SOURCES_DEFAULT_ENTRIES, 0);
+
+#[map(name = "SG_BLOCKS")]
+pub static BLOCKS: Array<BlockLine> = Array::with_max_entries(BLOCK_LINES, 0);
 
 #[map(name = "SG_SKETCH")]
 pub static SKETCH: PerCpuArray<SketchLine> = PerCpuArray::with_max_entries(SKETCH_LINES, 0);

@@ -9,10 +9,13 @@
 //! tolerate a lost update when two CPUs race on one heavy source (a budget then bites a little
 //! later), and the hot path stays free of locked instructions.
 use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
-use synguard_common::{DatapathConfig, SourceKey, SourceState, V4_MAPPED_WORD, sketch_cells};
+use synguard_common::{
+    DatapathConfig, SKETCH_WINDOW_SHIFT, SourceKey, SourceState, V4_MAPPED_WORD, block_slot,
+    sketch_cells, source_hash,
+};
 
 use crate::{
-    maps::SOURCES,
+    maps::{BLOCKS, SOURCES},
     parse::{Family, IPV4_HLEN, IPV6_HLEN, TcpPacket, ptr_at},
     sketch::{self, Cells},
     tuple::word,
@@ -30,11 +33,11 @@ pub fn attempt(
     cfg: &DatapathConfig,
     now: u64,
 ) -> Option<Source> {
-    let (key, cells) = source_key(ctx, pkt, cfg)?;
-    if sketch::count(&cells, now) < cfg.track_threshold {
-        return None;
+    let (key, slots) = source_key(ctx, pkt, cfg)?;
+    if sketch::count(&slots.cells, now) < cfg.track_threshold {
+        return Source::blocked_elsewhere(&key, &slots, now);
     }
-    Source::entry(&key, now, true)
+    Source::entry(&key, &slots, now, true)
 }
 
 /// The exact entry of the packet's source if it is heavy, for completions and block checks:
@@ -46,24 +49,44 @@ pub fn tracked(
     cfg: &DatapathConfig,
     now: u64,
 ) -> Option<Source> {
-    let (key, cells) = source_key(ctx, pkt, cfg)?;
-    if sketch::estimate(&cells, now) < cfg.track_threshold {
-        return None;
+    let (key, slots) = source_key(ctx, pkt, cfg)?;
+    if sketch::estimate(&slots.cells, now) < cfg.track_threshold {
+        return Source::blocked_elsewhere(&key, &slots, now);
     }
-    Source::entry(&key, now, false)
+    Source::entry(&key, &slots, now, false)
 }
 
-/// A heavy source's entry, current for `now`.
+/// Where a source's counts live besides its exact entry.
+struct Slots {
+    cells: Cells,
+    /// Its [`BLOCKS`] line and index.
+    block: (u32, usize),
+}
+
+/// A heavy (or blocked) source's entry, current for `now`.
 pub struct Source {
     state: *mut SourceState,
     now: u64,
+    block: (u32, usize),
 }
 
 impl Source {
+    /// The entry of a source that is not heavy on this CPU, if [`BLOCKS`] says it may be
+    /// blocked (its flood may run on other CPUs).
+    #[inline(always)]
+    fn blocked_elsewhere(key: &SourceKey, slots: &Slots, now: u64) -> Option<Self> {
+        let (line, at) = slots.block;
+        let until = BLOCKS.get(line)?.until[at & 15];
+        if until <= (now >> SKETCH_WINDOW_SHIFT) as u32 {
+            return None;
+        }
+        Self::entry(key, slots, now, false)
+    }
+
     /// Finds (or with `create`, creates) the entry and starts a new window if the last one is
     /// over.
     #[inline(always)]
-    fn entry(key: &SourceKey, now: u64, create: bool) -> Option<Self> {
+    fn entry(key: &SourceKey, slots: &Slots, now: u64, create: bool) -> Option<Self> {
         let state = match SOURCES.get_ptr_mut(key) {
             Some(state) => state,
             None if create => {
@@ -87,7 +110,11 @@ impl Source {
                 (*state).invalid_acks = 0;
             }
         }
-        Some(Self { state, now })
+        Some(Self {
+            state,
+            now,
+            block: slots.block,
+        })
     }
 
     #[inline(always)]
@@ -132,22 +159,35 @@ impl Source {
         cfg.per_source_invalid_ack != 0 && invalid > cfg.per_source_invalid_ack
     }
 
-    /// Blocks the source for the configured time.
+    /// Blocks the source for the configured time, on every CPU.
     #[inline(always)]
     pub fn block(&self, cfg: &DatapathConfig) {
+        let until = self.now + cfg.block_ns;
         // SAFETY: a live map value.
-        unsafe { (*self.state).blocked_until_ns = self.now + cfg.block_ns };
+        unsafe { (*self.state).blocked_until_ns = until };
+        let (line, at) = self.block;
+        if let Some(line) = BLOCKS.get_ptr_mut(line) {
+            // The window after the block's end: a source sharing the slot keeps the later end.
+            let window = (until >> SKETCH_WINDOW_SHIFT) as u32 + 1;
+            // SAFETY: a live map value; a plain store.
+            unsafe {
+                let slot = &mut (*line).until[at & 15];
+                if *slot < window {
+                    *slot = window;
+                }
+            }
+        }
     }
 }
 
 /// The source address masked to its accounting prefix (IPv4 as `::ffff:a.b.c.d`), and its
-/// sketch cells.
+/// sketch cells and block slot.
 #[inline(always)]
 fn source_key(
     ctx: &XdpContext,
     pkt: &TcpPacket,
     cfg: &DatapathConfig,
-) -> Option<(SourceKey, Cells)> {
+) -> Option<(SourceKey, Slots)> {
     let mut words = [0u32; 4];
     let prefix = match pkt.family {
         Family::V4 => {
@@ -169,12 +209,19 @@ fn source_key(
     for (i, w) in words.iter_mut().enumerate() {
         *w &= prefix_mask(prefix.saturating_sub(32 * i as u32));
     }
-    let (line, cells) = sketch_cells(&words, cfg.hash_seed);
+    let hash = source_hash(&words, cfg.hash_seed);
+    let (line, cells) = sketch_cells(hash);
     let mut key = SourceKey::default();
     for (i, w) in words.iter().enumerate() {
         key.addr[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
     }
-    Some((key, Cells { line, cells }))
+    Some((
+        key,
+        Slots {
+            cells: Cells { line, cells },
+            block: block_slot(hash),
+        },
+    ))
 }
 
 /// The word (in memory order) that keeps the first `bits` bits of an address word.

@@ -49,7 +49,11 @@ fn finish(mut stream: TcpStream) -> Result<()> {
     stream.write_all(REQUEST)?;
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply)?;
-    ensure!(reply == payload(PAYLOAD), "short reply: {} bytes", reply.len());
+    ensure!(
+        reply == payload(PAYLOAD),
+        "short reply: {} bytes",
+        reply.len()
+    );
     Ok(())
 }
 

@@ -105,8 +105,11 @@ impl NoServiceStarts {
         if path.exists() {
             return Ok(Self(None));
         }
-        std::fs::write(path, "#!/bin/sh\n# cargo xtask setup: no service starts while it installs\nexit 101\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# cargo xtask setup: no service starts while it installs\nexit 101\n",
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         Ok(Self(Some(path)))
     }

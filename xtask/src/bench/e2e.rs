@@ -421,7 +421,11 @@ pub fn sweep_metrics(runs: &[Run]) -> Vec<Metric> {
             ));
         }
     }
-    let at = |n: u32| runs.iter().find(|r| r.sources == Some(n)).map(|r| r.cpu_ns_per_syn);
+    let at = |n: u32| {
+        runs.iter()
+            .find(|r| r.sources == Some(n))
+            .map(|r| r.cpu_ns_per_syn)
+    };
     if let (Some(most), Some(few)) = (at(1 << 24), at(1 << 10)) {
         metrics.push(Metric::new(
             "e2e.sources.ratio_16m_to_1k",

@@ -157,7 +157,11 @@ pub fn write_sweep(runs: &[Run], path: &Path) -> Result<()> {
             .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
         chart
-            .draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )
             .map_err(err)?;
     }
     chart
