@@ -37,6 +37,31 @@ const MAX_CHUNKS: u32 = 65536 / CHUNK;
 /// IPv6 source and destination address: 32 bytes from offset 8.
 const IPV6_ADDRS_OFF: usize = 8;
 
+/// The sum of the segment's TCP pseudo header: addresses, protocol and TCP length.
+#[inline(always)]
+pub fn pseudo_header(ctx: &XdpContext, pkt: &TcpPacket) -> Option<u64> {
+    let segment_len = (pkt.tcp_len + pkt.payload_len) as u64;
+    Some(match pkt.family {
+        Family::V4 => {
+            let ip = ptr_at::<[u8; IPV4_HLEN]>(ctx, pkt.l2_len)?;
+            // SAFETY: bounds-checked by ptr_at.
+            csum::add(IPPROTO_TCP + segment_len, unsafe { &(&*ip)[12..20] })
+        }
+        Family::V6 => {
+            let addrs = ptr_at::<[u8; 32]>(ctx, pkt.l2_len + IPV6_ADDRS_OFF)?;
+            // SAFETY: bounds-checked by ptr_at.
+            csum::add(IPPROTO_TCP + segment_len, unsafe { &*addrs })
+        }
+    })
+}
+
+/// Whether a checksum field holds only the pseudo-header sum: what a checksum-offloading
+/// local sender leaves for the NIC to finish (the kernel trusts such a packet).
+#[inline(always)]
+pub fn offloaded(field: u16, pseudo: u64) -> bool {
+    field == !csum::finish(pseudo)
+}
+
 /// Whether the SYN's IPv4 header checksum (IPv6 has none) and TCP checksum are right.
 ///
 /// A BPF subprogram of its own, called just before the SYN-ACK is built: inside the reply's
@@ -44,29 +69,22 @@ const IPV6_ADDRS_OFF: usize = 8;
 #[inline(never)]
 pub fn syn_checksums_ok(ctx: &XdpContext, pkt: &TcpPacket) -> bool {
     let segment_len = pkt.tcp_len + pkt.payload_len;
-    let pseudo = match pkt.family {
-        Family::V4 => {
-            let Some(ip) = ptr_at::<[u8; IPV4_HLEN]>(ctx, pkt.l2_len) else {
-                return false;
-            };
-            // SAFETY: bounds-checked by ptr_at.
-            let ip = unsafe { &*ip };
-            let options = pkt.l4_off - pkt.l2_len - IPV4_HLEN;
-            let Some(options_sum) = sum_packet(ctx, pkt.l2_len + IPV4_HLEN, options) else {
-                return false;
-            };
-            if csum::finish(csum::add(options_sum, ip)) != 0 {
-                return false;
-            }
-            csum::add(IPPROTO_TCP + segment_len as u64, &ip[12..20])
+    if pkt.family == Family::V4 {
+        let Some(ip) = ptr_at::<[u8; IPV4_HLEN]>(ctx, pkt.l2_len) else {
+            return false;
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        let ip = unsafe { &*ip };
+        let options = pkt.l4_off - pkt.l2_len - IPV4_HLEN;
+        let Some(options_sum) = sum_packet(ctx, pkt.l2_len + IPV4_HLEN, options) else {
+            return false;
+        };
+        if csum::finish(csum::add(options_sum, ip)) != 0 {
+            return false;
         }
-        Family::V6 => {
-            let Some(addrs) = ptr_at::<[u8; 32]>(ctx, pkt.l2_len + IPV6_ADDRS_OFF) else {
-                return false;
-            };
-            // SAFETY: bounds-checked by ptr_at.
-            csum::add(IPPROTO_TCP + segment_len as u64, unsafe { &*addrs })
-        }
+    }
+    let Some(pseudo) = pseudo_header(ctx, pkt) else {
+        return false;
     };
     let Some(fixed) = ptr_at::<[u8; TCP_HLEN]>(ctx, pkt.l4_off) else {
         return false;
@@ -74,7 +92,7 @@ pub fn syn_checksums_ok(ctx: &XdpContext, pkt: &TcpPacket) -> bool {
     // SAFETY: bounds-checked by ptr_at.
     let fixed = unsafe { &*fixed };
     let field = u16::from_be_bytes([fixed[TCP_CHECK_OFF], fixed[TCP_CHECK_OFF + 1]]);
-    if field == !csum::finish(pseudo) {
+    if offloaded(field, pseudo) {
         return true;
     }
     let segment = match (pkt.payload_len, pkt.tcp_len) {

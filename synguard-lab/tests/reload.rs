@@ -40,10 +40,12 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 const MSS_V1: (u16, u16) = (1400, 1380);
 const MSS_V2: (u16, u16) = (1300, 1280);
 
-fn config(iface: &str, ports: &[u16], (mss4, mss6): (u16, u16)) -> String {
+fn config(ifaces: &[&str], ports: &[u16], (mss4, mss6): (u16, u16)) -> String {
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let ifaces: Vec<String> = ifaces.iter().map(|i| format!("\"{i}\"")).collect();
     format!(
-        "# synguard reload test\niface = [\"{iface}\"]\nports = [{}]\nxdp_mode = \"native\"\nsyncookies = \"always\"\nmss4 = {mss4}\nmss6 = {mss6}\n",
+        "# synguard reload test\niface = [{}]\nports = [{}]\nxdp_mode = \"native\"\nsyncookies = \"always\"\nmss4 = {mss4}\nmss6 = {mss6}\n",
+        ifaces.join(", "),
         ports.join(", ")
     )
 }
@@ -115,17 +117,30 @@ fn sighup_during_a_flood() {
         return;
     };
     run_cases("reload", Family::ALL, |&family| {
-        let lab = Lab::new()?;
+        // The flood comes from an attacker of its own, whose veth sinks the SYN-ACKs to its
+        // spoofed sources: on the client's veth they overflowed its ring and lost legitimate
+        // segments (a connection in ~130 stalled past the client's timeout).
+        let lab = Lab::with_attacker()?;
         let scratch = ScratchDir::create()?;
         let _servers = [PORT, ADDED]
             .map(|port| PayloadServer::start(lab.server(), port, PAYLOAD, Protocol::RequestFirst))
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
-        let iface = lab.server_iface().name();
+        // The client's and the attacker's veth: both ends the server receives on.
+        let iface = &[
+            lab.server_iface().name(),
+            lab.attacker()?.server_iface().name(),
+        ][..];
         let path = scratch.write("synguard.toml", config(iface, &[PORT], MSS_V1))?;
         let mut daemon = Daemon::start_with_config(lab.server(), &path, &[])?;
 
-        let flood = Flood::start(&lab, FloodKind::Syn, lab.server_ip(family), PORT, FLOOD)?;
+        let flood = Flood::start_from(
+            lab.attacker()?,
+            FloodKind::Syn,
+            lab.server_ip(family),
+            PORT,
+            FLOOD,
+        )?;
         let legit = [PORT, ADDED]
             .map(|port| {
                 LegitClient::spawn(
