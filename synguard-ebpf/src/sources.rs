@@ -24,8 +24,8 @@ use crate::{
 const WINDOW_NS: u64 = 1_000_000_000;
 
 /// Counts an attempt of the packet's source; its exact entry if the source is heavy (created
-/// by its first heavy attempt). `None` for a source that is not heavy, or if the map refuses
-/// an entry. A subprogram of its own for the stack limit (see `synack::answer_syn`).
+/// by its first heavy attempt) or may be blocked. `None` for any other source, or if the map
+/// refuses an entry. A subprogram of its own for the stack limit (see `synack::answer_syn`).
 #[inline(never)]
 pub fn attempt(
     ctx: &XdpContext,
@@ -33,15 +33,11 @@ pub fn attempt(
     cfg: &DatapathConfig,
     now: u64,
 ) -> Option<Source> {
-    let (key, slots) = source_key(ctx, pkt, cfg)?;
-    if sketch::count(&slots.cells, now) < cfg.track_threshold {
-        return Source::blocked_elsewhere(&key, &slots, now);
-    }
-    Source::entry(&key, &slots, now, true)
+    source(ctx, pkt, cfg, now, true)
 }
 
-/// The exact entry of the packet's source if it is heavy, for completions and block checks:
-/// nothing is counted or created.
+/// The exact entry of the packet's source if it is heavy or may be blocked, for completions
+/// and block checks: nothing is counted or created. A subprogram of its own, like [`attempt`].
 #[inline(never)]
 pub fn tracked(
     ctx: &XdpContext,
@@ -49,11 +45,29 @@ pub fn tracked(
     cfg: &DatapathConfig,
     now: u64,
 ) -> Option<Source> {
+    source(ctx, pkt, cfg, now, false)
+}
+
+/// [`attempt`] (`count`) or [`tracked`]. (Inlined into both: with the returned value's pointer
+/// a subprogram would take six arguments, BPF passes five.)
+#[inline(always)]
+fn source(
+    ctx: &XdpContext,
+    pkt: &TcpPacket,
+    cfg: &DatapathConfig,
+    now: u64,
+    count: bool,
+) -> Option<Source> {
     let (key, slots) = source_key(ctx, pkt, cfg)?;
-    if sketch::estimate(&slots.cells, now) < cfg.track_threshold {
+    let estimate = if count {
+        sketch::count(&slots.cells, now)
+    } else {
+        sketch::estimate(&slots.cells, now)
+    };
+    if estimate < cfg.track_threshold {
         return Source::blocked_elsewhere(&key, &slots, now);
     }
-    Source::entry(&key, &slots, now, false)
+    Source::entry(&key, &slots, now, count)
 }
 
 /// Where a source's counts live besides its exact entry.

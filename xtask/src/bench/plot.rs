@@ -58,15 +58,32 @@ where
         .y_label_formatter(&|v| format!("{v:.*}", (-v.log10().floor()).max(0.0) as usize))
         .draw()
         .map_err(err)?;
-    for (scenario, color) in Scenario::ALL.into_iter().zip(COLORS) {
-        let points = points(scenario);
+    let lines = Scenario::ALL
+        .into_iter()
+        .map(|scenario| (scenario.name(), points(scenario)));
+    draw_lines(&mut chart, lines)
+}
+
+/// One line with dots per `(label, points)`, in [`COLORS`] order, and the legend.
+fn draw_lines<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    lines: impl Iterator<Item = (&'static str, Vec<(f64, f64)>)>,
+) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let err = |e| anyhow!("drawing the plot: {e:?}");
+    for ((label, points), color) in lines.zip(COLORS) {
         if points.is_empty() {
             continue;
         }
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(err)?
-            .label(scenario.name())
+            .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
         chart
             .draw_series(
@@ -149,28 +166,12 @@ pub fn write_sweep(runs: &[Run], path: &Path) -> Result<()> {
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
-    for ((label, value), color) in series.into_iter().zip(COLORS) {
-        let points = points(value);
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(err)?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, color.filled())),
-            )
-            .map_err(err)?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
+    draw_lines(
+        &mut chart,
+        series
+            .into_iter()
+            .map(|(label, value)| (label, points(value))),
+    )?;
     root.present()
         .map_err(|e| anyhow!("writing {}: {e:?}", path.display()))
 }
