@@ -17,7 +17,7 @@ use socket2::{Domain, Socket, Type};
 use synguard_common::Counter;
 use synguard_lab::client::{self, ClientConfig};
 use synguard_lab::flood::{Flood, FloodKind};
-use synguard_lab::harness::{self, Need, PinnedBench, run_cases};
+use synguard_lab::harness::{self, PinnedBench, run_cases};
 use synguard_lab::kernel::Counters;
 use synguard_lab::server::{Protocol, REQUEST, payload};
 use synguard_lab::topology::{Family, Lab};
