@@ -281,12 +281,16 @@ impl Lab {
 
     /// The plain lab with `offloads` on the veth pair.
     pub fn with_offloads(offloads: Offloads) -> Result<Self> {
-        let lab = Self::new()?;
+        Self::new()?.offloads(offloads)
+    }
+
+    /// This lab with `offloads` on the first client's veth pair.
+    pub fn offloads(self, offloads: Offloads) -> Result<Self> {
         if offloads == Offloads::TxOff {
-            lab.server_iface().disable_tx_checksum()?;
-            lab.client_iface().disable_tx_checksum()?;
+            self.server_iface().disable_tx_checksum()?;
+            self.client_iface().disable_tx_checksum()?;
         }
-        Ok(lab)
+        Ok(self)
     }
 
     /// The lab plus an 802.1Q sub-interface with id `vid` on both ends ([`VLAN_LINK`]). Fails
