@@ -229,6 +229,8 @@ pub const V4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 impl TupleWords {
     /// The slot of this tuple in [`MAP_PEERS`]: (line, byte).
     #[inline(always)]
+    // Indexed loops on purpose (see below).
+    #[allow(clippy::needless_range_loop)]
     pub fn peer_slot(&self, seed: u64) -> (u32, usize) {
         // Indexed loops: the verifier follows them unrolled, not an iterator chain's pointers.
         let mut h = seed;
@@ -246,6 +248,8 @@ impl TupleWords {
 /// A source prefix's hash (its [`SourceKey`] as words in memory order): it picks the
 /// source's [`sketch_cells`] and [`block_slot`].
 #[inline(always)]
+// An indexed loop on purpose: the verifier follows it unrolled, not an iterator's pointers.
+#[allow(clippy::needless_range_loop)]
 pub fn source_hash(key_words: &[u32; 4], seed: u64) -> u64 {
     let mut h = !seed;
     for i in 0..4 {

@@ -18,13 +18,16 @@ const COLORS: [RGBColor; 5] = [
     RGBColor(0x7f, 0x7f, 0x7f),
 ];
 
+/// A figure of a run, if it has one.
+type Value = fn(&Run) -> Option<f64>;
+
 /// One panel: `value` of every run that has one against its offered rate (Mpps), log scale.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     runs: &[Run],
     caption: &str,
     y_label: &str,
-    value: fn(&Run) -> Option<f64>,
+    value: Value,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -133,11 +136,11 @@ pub fn write_sweep(runs: &[Run], path: &Path) -> Result<()> {
     let err = |e| anyhow!("drawing the plot: {e:?}");
     let root = SVGBackend::new(path, (650, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let series: [(&str, fn(&Run) -> Option<f64>); 2] = [
+    let series: [(&str, Value); 2] = [
         ("server CPU ns per SYN", |r| Some(r.cpu_ns_per_syn)),
         ("XDP program ns per packet", |r| r.xdp_ns_per_packet),
     ];
-    let points = |value: fn(&Run) -> Option<f64>| -> Vec<(f64, f64)> {
+    let points = |value: Value| -> Vec<(f64, f64)> {
         runs.iter()
             .filter_map(|r| Some((f64::from(r.sources?), value(r)?.max(1.0))))
             .collect()
