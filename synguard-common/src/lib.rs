@@ -227,6 +227,27 @@ pub struct TupleWords {
 pub const V4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
 impl TupleWords {
+    /// The words of a segment from `src` to `dst` (16-byte addresses, IPv4 as
+    /// `::ffff:a.b.c.d`, network order) and ports: what the datapath reads from its packet.
+    pub fn of(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16) -> Self {
+        let words = |octets: [u8; 16]| -> [u32; 4] {
+            core::array::from_fn(|i| {
+                u32::from_ne_bytes([
+                    octets[4 * i],
+                    octets[4 * i + 1],
+                    octets[4 * i + 2],
+                    octets[4 * i + 3],
+                ])
+            })
+        };
+        let ([s0, s1], [d0, d1]) = (sport.to_be_bytes(), dport.to_be_bytes());
+        Self {
+            src: words(src),
+            dst: words(dst),
+            ports: u32::from_ne_bytes([s0, s1, d0, d1]),
+        }
+    }
+
     /// The slot of this tuple in [`MAP_PEERS`]: (line, byte).
     #[inline(always)]
     // Indexed loops on purpose (see below).

@@ -1,4 +1,5 @@
-//! A segment's 4-tuple, read once from the packet for the socket lookup and the peer filter.
+//! A segment's 4-tuple as the socket lookup and the peer filter take it. Each reads it from the
+//! packet in its own subprogram (a few loads), rather than the dispatcher's frame holding it.
 use synguard_common::{TupleWords, V4_MAPPED_WORD};
 
 use crate::parse::{Family, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, TcpPacket, ptr_at};

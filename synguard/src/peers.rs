@@ -17,7 +17,7 @@ use std::time::Duration;
 use aya::maps::MapData;
 use netlink_packet_sock_diag::inet::StateFlags;
 use std::os::fd::AsFd as _;
-use synguard_common::{PEER_LINES, PeerLine, TupleWords, V4_MAPPED_WORD, peer_mark};
+use synguard_common::{PEER_LINES, PeerLine, TupleWords, peer_mark};
 
 use crate::kernel_view::{Connection, SockDiag};
 use crate::ports::PortSet;
@@ -94,25 +94,19 @@ impl Drop for PeerSeeder {
 /// The tuple as the datapath sees it: the client's segments, remote to local. An IPv4
 /// client of a dual-stack socket shows as `::ffff:a.b.c.d`, its packets are IPv4: one form.
 fn inbound_tuple(connection: &Connection) -> TupleWords {
-    let port_bytes = |port: u16| port.to_be_bytes();
-    let [s0, s1] = port_bytes(connection.remote.port());
-    let [d0, d1] = port_bytes(connection.local.port());
-    TupleWords {
-        src: address_words(connection.remote.ip()),
-        dst: address_words(connection.local.ip()),
-        ports: u32::from_ne_bytes([s0, s1, d0, d1]),
-    }
+    TupleWords::of(
+        mapped(connection.remote.ip()),
+        mapped(connection.local.ip()),
+        connection.remote.port(),
+        connection.local.port(),
+    )
 }
 
-fn address_words(ip: IpAddr) -> [u32; 4] {
-    let octets = match ip {
+fn mapped(ip: IpAddr) -> [u8; 16] {
+    match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),
-    };
-    let words: [u32; 4] =
-        std::array::from_fn(|i| u32::from_ne_bytes(octets[4 * i..4 * i + 4].try_into().unwrap()));
-    debug_assert!(!matches!(ip, IpAddr::V4(_)) || words[2] == V4_MAPPED_WORD);
-    words
+    }
 }
 
 /// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
@@ -138,6 +132,7 @@ mod tests {
         };
         assert_eq!(inbound_tuple(&plain), inbound_tuple(&mapped));
         let words = inbound_tuple(&plain);
+        assert_eq!(words.src[2], synguard_common::V4_MAPPED_WORD);
         assert_eq!(words.src[3], u32::from_ne_bytes([10, 0, 0, 2]));
         assert_eq!(words.ports, u32::from_ne_bytes([0x9c, 0x40, 0x1f, 0x90]));
     }

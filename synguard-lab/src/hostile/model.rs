@@ -143,16 +143,6 @@ impl ReplyOption {
 
 /// A tuple as the peer filter hashes it (`synguard_common::TupleWords`).
 fn peer_words(tuple: &Tuple) -> TupleWords {
-    let words = |octets: [u8; 16]| -> [u32; 4] {
-        std::array::from_fn(|i| {
-            u32::from_ne_bytes([
-                octets[4 * i],
-                octets[4 * i + 1],
-                octets[4 * i + 2],
-                octets[4 * i + 3],
-            ])
-        })
-    };
     let (src, dst) = match tuple.addrs {
         Addrs::V4 { src, dst } => (
             std::net::Ipv4Addr::from(src).to_ipv6_mapped().octets(),
@@ -160,13 +150,7 @@ fn peer_words(tuple: &Tuple) -> TupleWords {
         ),
         Addrs::V6 { src, dst } => (src, dst),
     };
-    let [s0, s1] = tuple.sport.to_be_bytes();
-    let [d0, d1] = tuple.dport.to_be_bytes();
-    TupleWords {
-        src: words(src),
-        dst: words(dst),
-        ports: u32::from_ne_bytes([s0, s1, d0, d1]),
-    }
+    TupleWords::of(src, dst, tuple.sport, tuple.dport)
 }
 
 /// The client's 4-tuple as its SYN carried it.
