@@ -20,6 +20,9 @@ mod synack;
 mod tc_csum;
 mod tuple;
 mod verify;
+mod zeroed;
+
+use core::mem::MaybeUninit;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -31,7 +34,7 @@ use synguard_common::{Counter, Policy};
 
 use crate::{
     counters::count,
-    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpPacket, parse_tcp},
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, parse_tcp},
 };
 
 // `frags`: also attachable at jumbo MTU, where a frame may span several buffers.
@@ -51,15 +54,17 @@ pub fn synguard_csum(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn dispatch(ctx: &XdpContext) -> (u32, Counter) {
-    let mut pkt = TcpPacket::default();
+    let mut pkt = MaybeUninit::uninit();
     if let Err(outcome) = parse_tcp(ctx, &mut pkt) {
         return (xdp_action::XDP_PASS, outcome);
     }
+    // SAFETY: parse_tcp wrote it.
+    let pkt = unsafe { pkt.assume_init_ref() };
     if !maps::port_protected(pkt.dport) {
         return (xdp_action::XDP_PASS, Counter::PassUnprotectedPort);
     }
     let cfg = maps::config();
-    match policy::source_policy(ctx, &pkt, cfg) {
+    match policy::source_policy(ctx, pkt, cfg) {
         Some(Policy::Allow) => return (xdp_action::XDP_PASS, Counter::PassAllowlisted),
         Some(Policy::Deny) => return (xdp_action::XDP_DROP, Counter::DropDenylisted),
         None => {}
@@ -68,11 +73,11 @@ fn dispatch(ctx: &XdpContext) -> (u32, Counter) {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     match pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) {
-        TCP_SYN => match syn::judge_syn(ctx, &pkt, cfg, now) {
-            syn::ANSWER => syn::answer(ctx, &pkt, cfg, now),
+        TCP_SYN => match syn::judge_syn(ctx, pkt, cfg, now) {
+            syn::ANSWER => syn::answer(ctx, pkt, cfg, now),
             verdict => verdict,
         },
-        f if f & (TCP_SYN | TCP_ACK) == TCP_ACK => ack::judge_ack(ctx, &pkt, cfg, now),
+        f if f & (TCP_SYN | TCP_ACK) == TCP_ACK => ack::judge_ack(ctx, pkt, cfg, now),
         _ => (xdp_action::XDP_PASS, Counter::PassOtherFlags),
     }
 }

@@ -3,12 +3,17 @@
 //! The copy serves two readers: `bpf_tcp_raw_gen_syncookie_*` (which wants the header with a
 //! length the verifier can bound) and the option scan. Options are scanned one per `bpf_loop`
 //! step: the verifier checks the step once instead of unrolling every possible layout, so any
-//! order, NOP/EOL padding or unknown option is accepted (NOTES.md: an unrolled 12-step loop hit the
+//! order, NOP/EOL padding or unknown option is accepted (an unrolled 12-step loop hit the
 //! 1M-instruction limit). SYNs without options and SYNs in Linux's layout skip the loop (see
 //! `SynHeader::canonical_layout`).
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{cty::c_void, helpers::generated::bpf_loop};
 
-use crate::parse::TCP_MAX_HLEN;
+use crate::{
+    parse::{TCP_HLEN, TCP_MAX_HLEN},
+    zeroed::zeroed,
+};
 
 /// The largest TCP header (60) rounded up to a power of two.
 pub const SYN_BUF_LEN: usize = 64;
@@ -29,8 +34,9 @@ pub const WSCALE_NONE: u8 = 0x0f;
 /// One step per option; 40 option bytes hold at most 40 options (all NOPs).
 const MAX_OPTIONS: u32 = 40;
 
-/// A SYN's TCP header (with options) and what the option scan found in it.
-#[repr(C)]
+/// A SYN's TCP header (with options) and what the option scan found in it. Aligned and sized
+/// for [`zeroed`].
+#[repr(C, align(8))]
 pub struct SynHeader {
     /// The TCP header as received; bytes past `len` are zero. Sized to a power of two for the
     /// verifier (see `synack::load`).
@@ -50,17 +56,15 @@ pub struct SynHeader {
 }
 
 impl SynHeader {
-    pub const fn new(len: u32) -> Self {
-        Self {
-            bytes: [0; SYN_BUF_LEN],
-            len,
-            pos: 20,
-            tsval: 0,
-            wscale: WSCALE_NONE,
-            sack_permitted: false,
-            timestamp: false,
-            malformed: false,
-        }
+    /// A header of `len` bytes with no options found yet, in `slot`.
+    #[inline(always)]
+    pub fn init(slot: &mut MaybeUninit<Self>, len: u32) -> &mut Self {
+        // SAFETY: all-zero is a valid SynHeader (integers and `false`s).
+        let header = unsafe { zeroed(slot) };
+        header.len = len;
+        header.pos = TCP_HLEN as u32;
+        header.wscale = WSCALE_NONE;
+        header
     }
 
     /// Scans the options in `bytes[20..len]`.
@@ -83,8 +87,8 @@ impl SynHeader {
 
     /// The fast path: what nearly every SYN carries, decoded without `bpf_loop` (whose
     /// callback steps cost more than the rest of the option handling). No options at all
-    /// (hping3, most floods), or Linux's own layout: MSS, SACK-permitted (or two NOPs),
-    /// timestamps, NOP, window scale. Sets exactly what the general scan would; `false` leaves
+    /// (hping3), MSS alone (many flood tools), or Linux's own layout: MSS, SACK-permitted (or
+    /// two NOPs), timestamps, NOP, window scale. Sets exactly what the general scan would; `false` leaves
     /// `self` untouched for it.
     #[inline(always)]
     fn canonical_layout(&mut self) -> bool {
@@ -94,6 +98,8 @@ impl SynHeader {
         const NOP_WSCALE: [u8; 3] = [TCPOPT_NOP, TCPOPT_WINDOW, 3];
         match self.len {
             20 => true,
+            // The cookie helper reads the MSS itself.
+            24 => [self.bytes[20], self.bytes[21]] == MSS,
             40 => {
                 let b = &self.bytes;
                 let sack_ts = [b[24], b[25], b[26], b[27]];

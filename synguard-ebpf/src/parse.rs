@@ -1,5 +1,7 @@
 //! Header parsing: Ethernet with up to two VLAN tags, IPv4 (options, fragments), IPv6 (extension
 //! headers), TCP. Every read goes through [`ptr_at`], which proves the bounds to the verifier.
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{helpers::generated::bpf_xdp_get_buff_len, programs::XdpContext};
 use synguard_common::Counter;
 
@@ -47,6 +49,22 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     Some((start + offset) as *const T)
 }
 
+/// Hides `value`'s range from LLVM so a bound applied after it stays in the bytecode. LLVM can
+/// prove a header length is in range from earlier checks and drop or fuse the re-check into a
+/// form the verifier cannot follow; the verifier rejects a helper size it cannot bound.
+#[inline(always)]
+pub fn verifier_visible<T: Copy>(value: T) -> T {
+    // SAFETY: reading a local.
+    unsafe { core::ptr::read_volatile(&value) }
+}
+
+/// The `N` packet bytes at `offset`, if they are in the frame's linear part.
+#[inline(always)]
+pub fn bytes_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<&[u8; N]> {
+    // SAFETY: bounds-checked by ptr_at; the frame is not resized while `ctx` is borrowed here.
+    ptr_at::<[u8; N]>(ctx, offset).map(|bytes| unsafe { &*bytes })
+}
+
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub enum Family {
     #[default]
@@ -55,7 +73,7 @@ pub enum Family {
 }
 
 /// Where the headers of a TCP segment start, and the few TCP fields the dispatcher needs.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct TcpPacket {
     pub family: Family,
     /// Ethernet plus VLAN tags: 14, 18 or 22.
@@ -77,14 +95,14 @@ fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
 
-/// Parses down to the TCP header into `out`. `Err` names the pass counter for everything that
+/// Parses down to the TCP header into `out` (written on `Ok`, so the caller need not zero it). `Err` names the pass counter for everything that
 /// is not a complete, unfragmented TCP segment. A subprogram of its own: its temporaries stay
 /// out of the dispatcher's frame, which is stacked with the SYN-ACK's (see
 /// `synack::answer_syn`); an out-parameter, since BTF cannot describe a niche-packed
 /// `Result<TcpPacket, _>`.
 #[inline(never)]
-pub fn parse_tcp(ctx: &XdpContext, out: &mut TcpPacket) -> Result<(), Counter> {
-    *out = parse(ctx)?;
+pub fn parse_tcp(ctx: &XdpContext, out: &mut MaybeUninit<TcpPacket>) -> Result<(), Counter> {
+    out.write(parse(ctx)?);
     Ok(())
 }
 

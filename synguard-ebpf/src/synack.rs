@@ -1,10 +1,14 @@
 //! Answers a SYN with a SYN-ACK whose sequence number is a SYN cookie, sent back with XDP_TX.
 //!
-//! The reply is assembled on the stack and written over the packet (plain stores for the usual
-//! header lengths, `bpf_xdp_store_bytes` otherwise).
-//! When it is longer than the SYN (hping3's 54-byte SYNs have no options, the reply carries MSS),
-//! the packet grows at the head: XDP guarantees headroom, not tailroom (NOTES.md: growing the
-//! tail aborted most of a real flood). A shorter reply trims the tail.
+//! The SYN's header is copied to the stack with plain loads for the usual lengths
+//! (`bpf_xdp_load_bytes` otherwise). The reply is assembled on the stack, in buffers zeroed
+//! without `memset` ([`zeroed`]), and written over the packet (plain stores for the usual
+//! header lengths, `bpf_xdp_store_bytes` otherwise). When it is longer than the SYN (hping3's
+//! 54-byte SYNs have no options, the reply carries MSS), the packet grows at the head: XDP
+//! guarantees headroom, not tailroom (growing the tail aborted most of a real flood: short
+//! SYNs have none). A shorter reply trims the tail.
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
     cty::c_void,
@@ -21,8 +25,9 @@ use crate::{
     options::{SYN_BUF_LEN, SynHeader, WSCALE_NONE},
     parse::{
         Family, IPV4_HLEN, IPV6_HLEN, MAX_L2_LEN, TCP_ACK, TCP_CWR, TCP_ECE, TCP_HLEN,
-        TCP_MAX_HLEN, TCP_SYN, TcpPacket, ptr_at,
+        TCP_MAX_HLEN, TCP_SYN, TcpPacket, ptr_at, verifier_visible,
     },
+    zeroed,
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -85,9 +90,11 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: 
     if !(TCP_HLEN as u32..=TCP_MAX_HLEN as u32).contains(&tcp_len) {
         return None;
     }
-    let mut syn = SynHeader::new(tcp_len);
-    // 20: no options (hping3, most floods); 40: Linux's options.
-    copy_in!(ctx, pkt.l4_off, &mut syn.bytes, tcp_len, [20, 40])?;
+    let mut syn = MaybeUninit::uninit();
+    let syn = SynHeader::init(&mut syn, tcp_len);
+    // 20: no options (hping3); 24: MSS alone (many flood tools); 40: Linux's options. (A loop
+    // over the header's words instead makes a verifier state per length: over 1M instructions.)
+    copy_in!(ctx, pkt.l4_off, &mut syn.bytes, tcp_len, [20, 24, 40])?;
     syn.scan_options();
     if syn.malformed {
         crate::counters::count(Counter::MalformedTcpOptions);
@@ -97,15 +104,17 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: 
     if l2_len as usize > MAX_L2_LEN {
         return None;
     }
-    let mut l2 = [0u8; L2_BUF_LEN];
-    copy_in!(ctx, 0, &mut l2, l2_len, [14, 18, 22])?;
+    let mut l2 = MaybeUninit::uninit();
+    let l2 = zeroed::bytes::<L2_BUF_LEN>(&mut l2);
+    copy_in!(ctx, 0, l2, l2_len, [14, 18, 22])?;
     // Back to the sender: swap destination and source MAC, keep VLAN tags and ethertype.
     for i in 0..6 {
         l2.swap(i, i + 6);
     }
 
     let l3_off = pkt.l2_len;
-    let mut ip = [0u8; IPV6_HLEN];
+    let mut ip = MaybeUninit::uninit();
+    let ip = zeroed::bytes::<IPV6_HLEN>(&mut ip);
     let (cookie, ip_len, mss) = match pkt.family {
         Family::V4 => {
             let hdr = ptr_at::<[u8; IPV4_HLEN]>(ctx, l3_off)?;
@@ -118,7 +127,7 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: 
                     bounded_len::<SYN_BUF_LEN>(tcp_len),
                 )
             };
-            ipv4_reply_header(&mut ip, unsafe { &*hdr }, cfg, tcp_reply_len(&syn));
+            ipv4_reply_header(ip, unsafe { &*hdr }, cfg, tcp_reply_len(syn));
             (cookie, IPV4_HLEN, cfg.mss4)
         }
         Family::V6 => {
@@ -131,7 +140,7 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: 
                     bounded_len::<SYN_BUF_LEN>(tcp_len),
                 )
             };
-            ipv6_reply_header(&mut ip, unsafe { &*hdr }, cfg, tcp_reply_len(&syn));
+            ipv6_reply_header(ip, unsafe { &*hdr }, cfg, tcp_reply_len(syn));
             (cookie, IPV6_HLEN, cfg.mss6)
         }
     };
@@ -139,19 +148,20 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: 
         return None;
     }
 
-    let mut tcp = [0u8; REPLY_TCP_MAX_LEN];
-    let tcp_reply_len = build_tcp(&mut tcp, &syn, cookie as u32, mss, cfg.wscale, now);
-    let pseudo = pseudo_header_sum(pkt.family, &ip, tcp_reply_len);
-    let check = csum::finish(csum::add(pseudo, &tcp));
+    let mut tcp = MaybeUninit::uninit();
+    let tcp = zeroed::bytes::<REPLY_TCP_MAX_LEN>(&mut tcp);
+    let tcp_reply_len = build_tcp(tcp, syn, cookie as u32, mss, cfg.wscale, now);
+    let pseudo = pseudo_header_sum(pkt.family, ip, tcp_reply_len);
+    let check = csum::finish(csum::add(pseudo, tcp));
     tcp[16..18].copy_from_slice(&check.to_be_bytes());
 
     resize(ctx, pkt.frame_len, pkt.l2_len + ip_len + tcp_reply_len)?;
-    copy_out!(ctx, 0, &l2, l2_len, [14, 18, 22])?;
-    copy_out!(ctx, pkt.l2_len, &ip, ip_len as u32, [20, 40])?;
+    copy_out!(ctx, 0, l2, l2_len, [14, 18, 22])?;
+    copy_out!(ctx, pkt.l2_len, ip, ip_len as u32, [20, 40])?;
     copy_out!(
         ctx,
         pkt.l2_len + ip_len,
-        &tcp,
+        tcp,
         tcp_reply_len as u32,
         [24, 36, 40]
     )
@@ -355,13 +365,4 @@ fn store<const N: usize>(ctx: &XdpContext, offset: usize, buf: &[u8; N], len: u3
 pub fn bounded_len<const N: usize>(len: u32) -> u32 {
     const { assert!(N.is_power_of_two()) };
     verifier_visible(len) & (N as u32 - 1)
-}
-
-/// Hides `value`'s range from LLVM so a bound applied after it stays in the bytecode. LLVM can
-/// prove a header length is in range from earlier checks and drop or fuse the re-check into a
-/// form the verifier cannot follow; the verifier rejects a helper size it cannot bound.
-#[inline(always)]
-fn verifier_visible(value: u32) -> u32 {
-    // SAFETY: reading a local.
-    unsafe { core::ptr::read_volatile(&value) }
 }

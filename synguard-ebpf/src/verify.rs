@@ -2,8 +2,8 @@
 //! or TCP checksum is wrong; a cookie SYN-ACK must not answer what the kernel would not.
 //!
 //! XDP has no checksum-offload metadata, so both are verified in software. The usual SYN (no
-//! IPv4 options, no payload, a TCP header of 20 or 40 bytes) is summed with plain loads from
-//! the packet. IPv4 options and a TCP segment with payload (TFO data, padded flood SYNs) are
+//! IPv4 options, no payload, a TCP header of 20, 24 or 40 bytes) is summed with plain loads
+//! from the packet. IPv4 options and a TCP segment with payload (TFO data, padded flood SYNs) are
 //! summed 64 bytes per `bpf_loop` step, fragments of a multi-buffer frame included. A SYN
 //! with payload is verified, not passed to the kernel: passing it would let any flood bypass
 //! XDP by adding one byte of data.
@@ -12,6 +12,8 @@
 //! pseudo-header sum in the TCP checksum field and marks the packet CHECKSUM_PARTIAL, which
 //! the kernel trusts. XDP cannot see that mark, so a checksum field holding exactly the
 //! pseudo-header sum is accepted too: otherwise no local client could connect.
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::xdp_md,
     cty::c_void,
@@ -21,15 +23,14 @@ use aya_ebpf::{
 
 use crate::{
     csum,
-    parse::{Family, IPV4_HLEN, TCP_HLEN, TcpPacket, ptr_at},
+    parse::{Family, IPV4_HLEN, TCP_HLEN, TcpPacket, bytes_at, ptr_at},
     synack::bounded_len,
+    zeroed,
 };
 
 const IPPROTO_TCP: u64 = 6;
 /// Offset of the TCP checksum field.
 const TCP_CHECK_OFF: usize = 16;
-/// Linux's SYN: 20 bytes of options.
-const TCP_LINUX_SYN_HLEN: usize = 40;
 /// Bytes summed per `bpf_loop` step of [`sum_packet`].
 const CHUNK: u32 = 64;
 /// Steps enough for any IP datagram (65535 bytes).
@@ -86,20 +87,19 @@ pub fn syn_checksums_ok(ctx: &XdpContext, pkt: &TcpPacket) -> bool {
     let Some(pseudo) = pseudo_header(ctx, pkt) else {
         return false;
     };
-    let Some(fixed) = ptr_at::<[u8; TCP_HLEN]>(ctx, pkt.l4_off) else {
+    let Some(fixed) = bytes_at::<TCP_HLEN>(ctx, pkt.l4_off) else {
         return false;
     };
-    // SAFETY: bounds-checked by ptr_at.
-    let fixed = unsafe { &*fixed };
     let field = u16::from_be_bytes([fixed[TCP_CHECK_OFF], fixed[TCP_CHECK_OFF + 1]]);
     if offloaded(field, pseudo) {
         return true;
     }
+    // The usual header lengths (as `synack` copies them) with plain loads: no options, MSS
+    // alone, Linux's options.
     let segment = match (pkt.payload_len, pkt.tcp_len) {
         (0, TCP_HLEN) => Some(csum::add(0, fixed)),
-        (0, TCP_LINUX_SYN_HLEN) => ptr_at::<[u8; TCP_LINUX_SYN_HLEN]>(ctx, pkt.l4_off)
-            // SAFETY: bounds-checked by ptr_at.
-            .map(|header| csum::add(0, unsafe { &*header })),
+        (0, 24) => bytes_at::<24>(ctx, pkt.l4_off).map(|header| csum::add(0, header)),
+        (0, 40) => bytes_at::<40>(ctx, pkt.l4_off).map(|header| csum::add(0, header)),
         _ => None,
     };
     let Some(segment) = segment.or_else(|| sum_packet(ctx, pkt.l4_off, segment_len)) else {
@@ -111,7 +111,7 @@ pub fn syn_checksums_ok(ctx: &XdpContext, pkt: &TcpPacket) -> bool {
 /// State of the [`sum_packet`] loop, shared with its `bpf_loop` callback. Only `sum` and
 /// `failed` change from step to step, and `sum` comes from a helper (`bpf_csum_diff`, whose
 /// result the verifier does not track): it checks the step a few times, not once per
-/// possible length, as it would for a sum it can follow (NOTES.md: the 1M-instruction limit).
+/// possible length, as it would for a sum it can follow (that hit the 1M-instruction limit).
 #[repr(C)]
 struct Summing {
     ctx: *mut xdp_md,
@@ -178,7 +178,8 @@ extern "C" fn sum_chunk(index: u64, data: *mut c_void) -> i64 {
         state.failed = true;
         return 1;
     }
-    let mut buf = [0u32; CHUNK as usize / 4];
+    let mut buf = MaybeUninit::uninit();
+    let buf = zeroed::bytes::<{ CHUNK as usize }>(&mut buf);
     // SAFETY: the helper checks the packet bounds; buf holds CHUNK bytes.
     let err = unsafe {
         bpf_xdp_load_bytes(
@@ -197,7 +198,8 @@ extern "C" fn sum_chunk(index: u64, data: *mut c_void) -> i64 {
         bpf_csum_diff(
             core::ptr::null_mut(),
             0,
-            buf.as_mut_ptr(),
+            // Words: the buffer is 8-byte aligned.
+            buf.as_mut_ptr() as *mut u32,
             CHUNK,
             state.sum as u32,
         )

@@ -67,6 +67,10 @@ enum Task {
             default_value = "250000,500000,1000000,max"
         )]
         rates: Vec<bench::e2e::Rate>,
+        /// `perf record` the server's CPU during each end-to-end flood: samples by symbol in
+        /// target/bench/perf/<run>.txt.
+        #[arg(long)]
+        profile: bool,
     },
     /// The demo: a SYN flood against a protected server in a namespace lab.
     Lab {
@@ -162,12 +166,14 @@ fn main() -> ExitCode {
             e2e_only,
             e2e_seconds,
             rates,
+            profile,
         } => bench::bench(&bench::BenchConfig {
             gen_seconds: seconds,
             micro_only,
             e2e_only,
             e2e_seconds,
             rates,
+            profile,
         }),
         Task::Lab { seconds, xdp_mode } => (if release_binary().is_file() {
             Ok(())

@@ -21,6 +21,7 @@
 
 use std::fmt;
 use std::io::Write as _;
+use std::path::Path;
 use std::process::Stdio;
 use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
@@ -40,6 +41,7 @@ use synguard_lab::topology::{Family, Lab};
 use super::Metric;
 use super::cpu::{self, ServerCpu};
 use super::generators::{GEN_CPU, PORT, syn_spec};
+use super::profile::Profile;
 
 /// The CPU of the server's receive path.
 pub const SERVER_CPU: usize = 1;
@@ -321,11 +323,12 @@ impl Reading {
 /// server's receive path runs on [`GEN_CPU`]: the legitimate client, the payload server's
 /// threads and the daemon (whose CPU time is counted wherever it runs), and the generator at
 /// nice 19, so that the client's side answers promptly and the flood takes what is left.
-pub fn run(rates: &[Rate], seconds: u64) -> Result<Vec<Run>> {
-    cpu::on_cpu(GEN_CPU, || run_all(rates, seconds))
+/// With `profiles`, each flood's server-CPU profile goes there ([`Profile`]).
+pub fn run(rates: &[Rate], seconds: u64, profiles: Option<&Path>) -> Result<Vec<Run>> {
+    cpu::on_cpu(GEN_CPU, || run_all(rates, seconds, profiles))
 }
 
-fn run_all(rates: &[Rate], seconds: u64) -> Result<Vec<Run>> {
+fn run_all(rates: &[Rate], seconds: u64, profiles: Option<&Path>) -> Result<Vec<Run>> {
     let mut rates = rates.to_vec();
     rates.sort_unstable();
     rates.dedup();
@@ -339,7 +342,12 @@ fn run_all(rates: &[Rate], seconds: u64) -> Result<Vec<Run>> {
     let mut runs = Vec::new();
     for &rate in &rates {
         for scenario in Scenario::ALL {
-            let run = one(&lab, scenario, rate, Duration::from_secs(seconds), None)
+            let flood = Flood {
+                rate,
+                duration: Duration::from_secs(seconds),
+                sources: None,
+            };
+            let run = one(&lab, scenario, &flood, profiles)
                 .with_context(|| format!("{} at {rate}", scenario.name()))?;
             println!(
                 "e2e {:<16} {:>8}: offered {:>9.0}/s received {:>9.0}/s, server CPU {:>5.1}% = {:>6.0} ns/SYN ({:>6.0} by /proc/stat), XDP {:>5.0} ns/packet, SYN-ACKs {:>9.0}/s, TcpInSegs {:>9.0}/s, legit {}",
@@ -369,7 +377,7 @@ pub const SWEEP_SOURCES: [u32; 5] = [1, 1 << 10, 1 << 16, 1 << 20, 1 << 24];
 
 /// synguard native at the unpaced rate, once per [`SWEEP_SOURCES`] count (in the same bench
 /// run as the scenarios, whose kernel-only figure is the reference).
-pub fn source_sweep(seconds: u64) -> Result<Vec<Run>> {
+pub fn source_sweep(seconds: u64, profiles: Option<&Path>) -> Result<Vec<Run>> {
     cpu::on_cpu(GEN_CPU, || {
         let lab = Lab::new()?;
         let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
@@ -378,14 +386,13 @@ pub fn source_sweep(seconds: u64) -> Result<Vec<Run>> {
         cpu::threaded_napi(lab.client(), lab.client_iface().name(), GEN_CPU)?;
         let mut runs = Vec::new();
         for sources in SWEEP_SOURCES {
-            let run = one(
-                &lab,
-                Scenario::SynguardNative,
-                Rate::Max,
-                Duration::from_secs(seconds),
-                Some(sources),
-            )
-            .with_context(|| format!("synguard native, {sources} sources"))?;
+            let flood = Flood {
+                rate: Rate::Max,
+                duration: Duration::from_secs(seconds),
+                sources: Some(sources),
+            };
+            let run = one(&lab, Scenario::SynguardNative, &flood, profiles)
+                .with_context(|| format!("synguard native, {sources} sources"))?;
             println!(
                 "sweep {sources:>9} sources: received {:>9.0}/s, {:>6.0} ns/SYN, XDP {:>5.0} ns/packet",
                 run.received_pps,
@@ -461,13 +468,30 @@ pub fn sweep_table(runs: &[Run]) -> String {
     md
 }
 
-fn one(
-    lab: &Lab,
-    scenario: Scenario,
+/// The flood of one run.
+struct Flood {
     rate: Rate,
     duration: Duration,
+    /// Distinct sources; `None`: random ones from the whole spec's range.
     sources: Option<u32>,
-) -> Result<Run> {
+}
+
+impl Flood {
+    /// The run's name in file names: `<scenario>-<rate>` or `<scenario>-<N>-sources`.
+    fn label(&self, scenario: Scenario) -> String {
+        match self.sources {
+            Some(n) => format!("{}-{n}-sources", scenario.name()),
+            None => format!("{}-{}", scenario.name(), self.rate),
+        }
+    }
+}
+
+fn one(lab: &Lab, scenario: Scenario, flood: &Flood, profiles: Option<&Path>) -> Result<Run> {
+    let Flood {
+        rate,
+        duration,
+        sources,
+    } = *flood;
     let defense = scenario.start(lab)?;
     std::thread::sleep(SETTLE);
     // An XDP attach or detach may recreate the NAPI instance and its kthread.
@@ -489,6 +513,9 @@ fn one(
             )
         })
         .transpose()?;
+    let profile = profiles
+        .map(|dir| Profile::start(dir, &flood.label(scenario), SERVER_CPU))
+        .transpose()?;
     let before = Reading::take(lab, &server_cpu)?;
     let mut spec = syn_spec(lab, Family::V4, rate.limit(), duration)?;
     if let Some(sources) = sources {
@@ -496,7 +523,7 @@ fn one(
         spec.src = "100.0.0.0".parse()?;
         spec.src_prefix = 32 - sources.ilog2() as u8;
     }
-    let flood = cpu::in_background(|| {
+    let sent = cpu::in_background(|| {
         floodgen::run(
             lab.client(),
             lab.client_iface().name(),
@@ -506,6 +533,9 @@ fn one(
         )
     })?;
     let after = Reading::take(lab, &server_cpu)?;
+    if let Some(profile) = profile {
+        println!("profile: {}", profile.finish()?.display());
+    }
     if std::env::var_os("SGL_DEBUG").is_some() {
         for (ns, i) in [
             (lab.server(), lab.server_iface()),
@@ -536,7 +566,7 @@ fn one(
         scenario,
         rate,
         sources,
-        offered_pps: flood.rate(),
+        offered_pps: sent.rate(),
         received_pps: received / seconds,
         cpu_ns_per_syn: threads / received.max(1.0),
         cpu_busy_ns_per_syn: busy / received.max(1.0),

@@ -6,6 +6,7 @@ mod cpu;
 pub mod e2e;
 pub mod generators;
 mod plot;
+mod profile;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -140,13 +141,18 @@ fn micro_table(metrics: &[Metric]) -> String {
     md
 }
 
-/// Writes `target/bench/results.{json,md}`.
-fn write_results(metrics: &[Metric], markdown: &str) -> Result<PathBuf> {
-    let dir = crate::release_binary()
+/// `target/bench`, where the results go.
+fn results_dir() -> PathBuf {
+    crate::release_binary()
         .parent()
         .and_then(|p| p.parent())
         .map_or_else(|| PathBuf::from("target"), PathBuf::from)
-        .join("bench");
+        .join("bench")
+}
+
+/// Writes `target/bench/results.{json,md}`.
+fn write_results(metrics: &[Metric], markdown: &str) -> Result<PathBuf> {
+    let dir = results_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let json: Vec<serde_json::Value> = metrics
         .iter()
@@ -172,6 +178,8 @@ pub struct BenchConfig {
     pub e2e_seconds: u64,
     /// The offered flood rates.
     pub rates: Vec<e2e::Rate>,
+    /// `perf record` the server CPU during each end-to-end flood.
+    pub profile: bool,
 }
 
 /// `cargo xtask bench`: the datapath microbench, the flood generators side by side, then the
@@ -210,8 +218,10 @@ pub fn bench(config: &BenchConfig) -> Result<()> {
     }
     let mut runs = Vec::new();
     let mut sweep_runs = Vec::new();
+    let profiles = config.profile.then(|| results_dir().join("perf"));
+    let profiles = profiles.as_deref();
     if !config.micro_only {
-        runs = e2e::run(&config.rates, config.e2e_seconds.clamp(1, 60))?;
+        runs = e2e::run(&config.rates, config.e2e_seconds.clamp(1, 60), profiles)?;
         markdown.push_str(&format!(
             "\n## End to end: {}-second SYN floods, generator on CPU {}, server receive path on CPU {}\n\n",
             config.e2e_seconds.clamp(1, 60),
@@ -220,7 +230,7 @@ pub fn bench(config: &BenchConfig) -> Result<()> {
         ));
         markdown.push_str(&e2e::table(&runs));
         metrics.extend(e2e::metrics(&runs));
-        let sweep = e2e::source_sweep(config.e2e_seconds.clamp(1, 60))?;
+        let sweep = e2e::source_sweep(config.e2e_seconds.clamp(1, 60), profiles)?;
         markdown.push_str(
             "\n## synguard native at the highest rate, by the number of distinct flood sources\n\n",
         );
