@@ -3,6 +3,8 @@
 //! Both halves of the handshake ask: a SYN for a tuple in TIME_WAIT (a client reusing its port
 //! while the server still holds the old connection) must reach the kernel, which knows how to
 //! reopen it; an ACK for a known connection is ordinary traffic, not a cookie to check.
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{BPF_F_CURRENT_NETNS, BPF_TCP_LISTEN, BPF_TCP_NEW_SYN_RECV, bpf_sock_tuple},
     cty::c_void,
@@ -13,7 +15,13 @@ use aya_ebpf::{
 use crate::{
     parse::{Family, TcpPacket},
     tuple::tuple_of,
+    zeroed::zeroed,
 };
+
+/// A `bpf_sock_tuple` that [`zeroed`] can zero (`core::mem::zeroed` would be a byte-loop
+/// `memset` on every ACK).
+#[repr(C, align(8))]
+struct SockTuple(bpf_sock_tuple, [u8; 4]);
 
 /// What the kernel holds for a segment's 4-tuple in this network namespace.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -32,8 +40,9 @@ pub enum KernelSocket {
 #[inline(never)]
 pub fn kernel_socket(ctx: &XdpContext, pkt: &TcpPacket) -> Option<KernelSocket> {
     let tuple = tuple_of(ctx, pkt)?;
+    let mut slot = MaybeUninit::uninit();
     // SAFETY: all zeroes is a valid bpf_sock_tuple (plain integers).
-    let mut sock_tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    let sock_tuple = &mut unsafe { zeroed::<SockTuple>(&mut slot) }.0;
     // Ports as they lie in the packet (little-endian words: source port first).
     let sport = tuple.ports as u16;
     let dport = (tuple.ports >> 16) as u16;
@@ -61,7 +70,7 @@ pub fn kernel_socket(ctx: &XdpContext, pkt: &TcpPacket) -> Option<KernelSocket> 
     unsafe {
         let sk = bpf_skc_lookup_tcp(
             ctx.ctx as *mut c_void,
-            &mut sock_tuple,
+            sock_tuple,
             tuple_size as u32,
             BPF_F_CURRENT_NETNS as i64 as u64,
             0,
