@@ -5,6 +5,10 @@
 //! between the two sides: change them on both or not at all.
 #![no_std]
 
+// The daemon's side derives clap's and serde's traits, whose code names `std`.
+#[cfg(feature = "user")]
+extern crate std;
+
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "synguard";
 /// Name of the TC ingress program (IPv6 checksum verification) in the object file.
@@ -83,16 +87,96 @@ pub enum Policy {
     Deny = 2,
 }
 
-/// `--syncookies`: who answers SYNs to protected ports.
+impl Policy {
+    /// The daemon's name of the list: `allow` (`--allow`, `allow_file`) or `deny`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// `--syncookies`: who answers SYNs to protected ports. The daemon's flag, config key, logs
+/// and metrics spell the modes as [`Self::as_str`] does (the variant's name in lowercase).
+/// Only `Off` changes what the datapath enforces; `Auto` and `Always` differ in which ports
+/// the daemon puts into [`MAP_COOKIE_PORTS`].
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "user",
+    derive(clap::ValueEnum, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum SyncookieMode {
-    /// XDP observes and counts, every SYN reaches the kernel, no source is blocked.
+    /// XDP observes and counts; every SYN reaches the kernel.
     Off = 0,
-    /// The kernel answers until a port's half-open estimate exceeds the threshold.
+    /// The kernel answers until a port's half-open estimate exceeds --max-syn-backlog.
     Auto = 1,
     /// XDP answers every SYN.
     Always = 2,
+}
+
+impl SyncookieMode {
+    pub const ALL: [Self; 3] = [Self::Off, Self::Auto, Self::Always];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Auto => "auto",
+            Self::Always => "always",
+        }
+    }
+}
+
+impl TryFrom<u8> for SyncookieMode {
+    /// The value, which no mode has.
+    type Error = u8;
+
+    fn try_from(value: u8) -> Result<Self, u8> {
+        Self::ALL
+            .into_iter()
+            .find(|mode| *mode as u8 == value)
+            .ok_or(value)
+    }
+}
+
+impl core::fmt::Display for SyncookieMode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `--xdp-mode`: how XDP is attached. Not the datapath's business, but the daemon and the lab
+/// that drives it must spell it alike ([`Self::as_str`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "user",
+    derive(clap::ValueEnum, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
+pub enum XdpMode {
+    /// Driver (native) XDP.
+    Native,
+    /// Generic XDP in the kernel's receive path.
+    Skb,
+}
+
+impl XdpMode {
+    pub const ALL: [Self; 2] = [Self::Native, Self::Skb];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Skb => "skb",
+        }
+    }
+}
+
+impl core::fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Tunables the datapath reads on every packet. Written by the daemon at start and on reload.
@@ -155,6 +239,14 @@ impl DatapathConfig {
         policy: 0,
         reserved: [0; 2],
     };
+}
+
+impl DatapathConfig {
+    /// [`Self::syncookies`] as a mode. A value no mode has acts as `Always` in the datapath
+    /// (which only tells `Off` apart), so it reads as `Always`.
+    pub fn syncookie_mode(&self) -> SyncookieMode {
+        SyncookieMode::try_from(self.syncookies).unwrap_or(SyncookieMode::Always)
+    }
 }
 
 impl Default for DatapathConfig {

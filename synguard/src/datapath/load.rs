@@ -24,11 +24,11 @@ use synguard_common::{
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::cli::XdpMode;
-use crate::datapath::{DatapathMaps, DatapathState};
-use crate::peers::PeerSeeder;
-use crate::pins::{MapPins, PinDir, PinError};
-use crate::privileges;
+use crate::datapath::maps::{DatapathMaps, DatapathState};
+use crate::datapath::peers::PeerSeeder;
+use crate::datapath::pins::{MapPins, PinDir, PinError};
+use crate::kernel::privileges;
+use synguard_common::XdpMode;
 
 /// The XDP object built by build.rs (aya-build), embedded so the daemon is one file.
 pub(crate) static OBJECT: &[u8] =
@@ -195,7 +195,7 @@ impl Datapath {
     }
 
     /// [`Self::load`], with the state maps adopted from or pinned at `pins` (see
-    /// [`crate::pins`]). The policy tries and other configuration maps are never pinned, so
+    /// [`crate::datapath::pins`]). The policy tries and other configuration maps are never pinned, so
     /// their sizes may change between runs.
     pub fn load_pinned(state: &DatapathState, pins: &MapPins) -> Result<Self, LoaderError> {
         let mut loader = EbpfLoader::new();
@@ -241,7 +241,7 @@ impl Datapath {
     }
 
     /// Per-CPU packet counters, indexed by [`Counter`] (summed by
-    /// [`CounterTotals`](crate::counters::CounterTotals)).
+    /// [`CounterTotals`](crate::datapath::counters::CounterTotals)).
     pub const fn counters(&self) -> &PerCpuArray<MapData, u64> {
         &self.counters
     }
@@ -252,7 +252,7 @@ impl Datapath {
     }
 
     /// Read-only views of every map, by name, on duplicated descriptors of this process's own
-    /// maps ([`MapReader::of_maps`](crate::snapshot::MapReader::of_maps)). Looking the program's
+    /// maps ([`MapReader::of_maps`](crate::datapath::snapshot::MapReader::of_maps)). Looking the program's
     /// maps up by id instead would need `CAP_SYS_ADMIN`, which the daemon does not have under
     /// its systemd unit.
     pub fn map_views(&self) -> Result<BTreeMap<String, MapData>, LoaderError> {
@@ -297,7 +297,7 @@ impl Datapath {
     }
 
     /// The kernel's id of the loaded program, for read-only views of its maps
-    /// ([`MapReader::of_program`](crate::snapshot::MapReader::of_program)).
+    /// ([`MapReader::of_program`](crate::datapath::snapshot::MapReader::of_program)).
     pub fn program_id(&self) -> Result<u32, LoaderError> {
         Ok(self
             .program()?

@@ -1,7 +1,7 @@
 //! Read-only views of the datapath's maps, the one reading path of every observability output:
 //! the daemon's stats log lines and `/metrics`, and `synguard stats` / `synguard top`, which
 //! run beside the daemon and read the same maps through its pinned XDP link, or without pins
-//! through the program attached to its interface ([`crate::attached`]).
+//! through the program attached to its interface ([`crate::datapath::attached`]).
 //!
 //! A [`MapReader`] holds its own file descriptors for the maps of one loaded XDP program
 //! (found by the program's id), so readers never borrow from, or lock against, the daemon's
@@ -25,10 +25,10 @@ use synguard_common::{
 };
 use thiserror::Error;
 
-use crate::counters::CounterTotals;
-use crate::pins::PinDir;
-use crate::ports::PortSet;
-use crate::privileges;
+use crate::datapath::counters::CounterTotals;
+use crate::datapath::pins::PinDir;
+use crate::kernel::privileges;
+use crate::settings::ports::PortSet;
 
 #[derive(Debug, Error)]
 pub enum ReadError {
@@ -295,7 +295,7 @@ impl MapReader {
     }
 
     /// The maps of the loaded program with id `program`, given by name (see
-    /// [`Datapath::map_views`](crate::loader::Datapath::map_views)).
+    /// [`Datapath::map_views`](crate::datapath::load::Datapath::map_views)).
     pub fn of_maps(program: u32, mut found: BTreeMap<String, MapData>) -> Result<Self, ReadError> {
         let mut take = |name: &'static str| -> Result<(Map, u32), ReadError> {
             let data = found

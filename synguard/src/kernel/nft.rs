@@ -25,7 +25,7 @@ use synguard_common::DatapathConfig;
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::ports::PortSet;
+use crate::settings::ports::PortSet;
 
 /// Found through PATH, like the `nftables` crate does.
 const NFT: &str = "nft";

@@ -1,7 +1,7 @@
 //! `/metrics` in the Prometheus (OpenMetrics) text format, on `--metrics-addr`.
 //!
 //! Every scrape reads the datapath's maps ([`MapReader`]) and the kernel's view of the
-//! daemon's network namespace ([`crate::kernel_view`]) afresh, on a blocking thread, so the
+//! daemon's network namespace ([`crate::kernel::kernel_view`]) afresh, on a blocking thread, so the
 //! counters are never older than the scrape. Only the per-port half-open estimates need two
 //! readings: a sampler reads `SG_PORT_LOAD` every [`SAMPLE_PERIOD`] and the scrape reports the
 //! growth between its last two readings, per second.
@@ -40,49 +40,14 @@ use synguard_common::{Counter, PortLoad};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use crate::counters::verdict;
-use crate::kernel_view::{self, PortSockets, SockDiag, TCPEXT_EXPORTED};
-use crate::snapshot::{MapReader, ReadError, Snapshot, half_open};
+use crate::datapath::counters::verdict;
+use crate::datapath::snapshot::{MapReader, ReadError, Snapshot, half_open};
+use crate::kernel::kernel_view::{self, PortSockets, SockDiag, TCPEXT_EXPORTED};
 
 /// How often the sampler reads the per-port loads for the half-open estimates.
 pub const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// `--metrics-addr`: where `/metrics` listens, or `none`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetricsAddr {
-    Listen(SocketAddr),
-    None,
-}
-
-impl MetricsAddr {
-    pub const DEFAULT: Self = Self::Listen(SocketAddr::V4(std::net::SocketAddrV4::new(
-        std::net::Ipv4Addr::LOCALHOST,
-        9787,
-    )));
-
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        if text == "none" {
-            return Ok(Self::None);
-        }
-        text.parse().map(Self::Listen).map_err(|_| {
-            format!(
-                "`{text}` is neither an address with a port (127.0.0.1:9787, [::1]:9787) nor `none`"
-            )
-        })
-    }
-}
-
-impl fmt::Display for MetricsAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Listen(addr) => addr.fmt(f),
-            Self::None => f.write_str("none"),
-        }
-    }
-}
 
 type Loads = (Instant, BTreeMap<u16, PortLoad>);
 
@@ -580,21 +545,10 @@ impl Collector for Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::CounterTotals;
-    use crate::ports::PortSet;
-    use crate::snapshot::MapUse;
+    use crate::datapath::counters::CounterTotals;
+    use crate::datapath::snapshot::MapUse;
+    use crate::settings::ports::PortSet;
     use synguard_common::DatapathConfig;
-
-    #[test]
-    fn addresses_and_none() {
-        assert_eq!(MetricsAddr::parse("none"), Ok(MetricsAddr::None));
-        assert_eq!(MetricsAddr::DEFAULT.to_string(), "127.0.0.1:9787");
-        assert_eq!(
-            MetricsAddr::parse("[::1]:9100").unwrap().to_string(),
-            "[::1]:9100"
-        );
-        assert!(MetricsAddr::parse("localhost").is_err());
-    }
 
     #[test]
     fn exposition_names_labels_and_values() {

@@ -7,8 +7,8 @@ use std::time::Instant;
 use synguard_common::Counter;
 use tracing::{info, warn};
 
-use crate::counters::CounterTotals;
-use crate::snapshot::{MapReader, ReadError, monotonic_ns};
+use crate::datapath::counters::CounterTotals;
+use crate::datapath::snapshot::{MapReader, ReadError, monotonic_ns};
 
 /// How many blocked sources a block summary names.
 const BLOCK_SUMMARY_TOP: usize = 5;

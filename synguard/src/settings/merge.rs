@@ -6,172 +6,18 @@
 //! line and the key. A flag given on the command line replaces the file's value (lists too).
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::net::IpAddr;
-use std::ops::{Range, RangeInclusive};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use clap::ValueEnum;
-use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
-use synguard_common::{
-    DatapathConfig, POLICY_V4, POLICY_V6, Policy, SyncookieMode, track_threshold,
-};
+use synguard_common::{DatapathConfig, Policy, SyncookieMode, XdpMode, track_threshold};
 use toml::Spanned;
 
-use crate::cli::{Cli, XdpMode, parse_port_range};
-use crate::metrics::MetricsAddr;
-use crate::ports::PortSet;
-use crate::private;
-
-/// Bounds shared by the flags (clap) and the file keys.
-pub mod bounds {
-    use std::ops::RangeInclusive;
-
-    pub const MSS4: RangeInclusive<i64> = 536..=9000;
-    pub const MSS6: RangeInclusive<i64> = 1220..=9000;
-    pub const WSCALE: RangeInclusive<i64> = 0..=14;
-    pub const TTL: RangeInclusive<i64> = 1..=255;
-    pub const STATS_INTERVAL: RangeInclusive<i64> = 1..=86_400;
-    pub const MAX_SYN_BACKLOG: RangeInclusive<i64> = 1..=1 << 24;
-    pub const COOLDOWN: RangeInclusive<i64> = 1..=86_400;
-    pub const SYNACK_RETRIES: RangeInclusive<i64> = 0..=255;
-    pub const BUDGET: RangeInclusive<i64> = 0..=u32::MAX as i64;
-    pub const BLOCK_SECONDS: RangeInclusive<i64> = 1..=86_400 * 365;
-    pub const SOURCE_PREFIX4: RangeInclusive<i64> = 1..=32;
-    pub const SOURCE_PREFIX6: RangeInclusive<i64> = 1..=128;
-}
-
-/// Defaults of the settings the datapath contract does not fix.
-pub mod defaults {
-    pub const STATS_INTERVAL: u64 = 5;
-    /// Auto-mode threshold (half-open SYNs per port and second) and `tcp_max_syn_backlog`.
-    pub const MAX_SYN_BACKLOG: u32 = 256;
-    pub const COOLDOWN: u64 = 10;
-}
-
-/// `--syncookies`: who answers SYNs to protected ports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Syncookies {
-    /// XDP observes and counts; every SYN reaches the kernel.
-    Off,
-    /// The kernel answers until a port's half-open estimate exceeds --max-syn-backlog.
-    #[default]
-    Auto,
-    /// XDP answers every SYN.
-    Always,
-}
-
-impl Syncookies {
-    pub const fn mode(self) -> SyncookieMode {
-        match self {
-            Self::Off => SyncookieMode::Off,
-            Self::Auto => SyncookieMode::Auto,
-            Self::Always => SyncookieMode::Always,
-        }
-    }
-}
-
-impl fmt::Display for Syncookies {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Off => "off",
-            Self::Auto => "auto",
-            Self::Always => "always",
-        })
-    }
-}
-
-/// `--on-exit`: what the daemon leaves behind when it stops.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnExit {
-    /// Detach, delete the nftables table, restore sysctls.
-    #[default]
-    Remove,
-    /// Leave the protection in place (`synguard detach` removes it).
-    Keep,
-}
-
-/// A one-line configuration error.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError(String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn error(message: impl Into<String>) -> ConfigError {
-    ConfigError(message.into())
-}
-
-/// The `--tune-kernel` sysctls (see [`crate::tuning::tune_kernel`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelTuning {
-    pub max_syn_backlog: u32,
-    /// `None`: left as it is.
-    pub synack_retries: Option<u8>,
-    /// `None`: left as it is.
-    pub abort_on_overflow: Option<bool>,
-}
-
-/// Source CIDR policy: one entry per prefix (host bits cleared), longest prefix wins in the
-/// datapath's tries.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PolicyList {
-    entries: BTreeMap<IpNet, Policy>,
-}
-
-impl PolicyList {
-    pub fn entries(&self) -> impl Iterator<Item = (IpNet, Policy)> + '_ {
-        self.entries.iter().map(|(net, policy)| (*net, *policy))
-    }
-
-    /// Entries of one family: `v6` false for IPv4.
-    pub fn count(&self, v6: bool) -> usize {
-        self.entries
-            .keys()
-            .filter(|net| matches!(net, IpNet::V6(_)) == v6)
-            .count()
-    }
-
-    /// The `DatapathConfig::policy` bits: which tries have entries.
-    pub fn bits(&self) -> u8 {
-        let mut bits = 0;
-        if self.count(false) > 0 {
-            bits |= POLICY_V4;
-        }
-        if self.count(true) > 0 {
-            bits |= POLICY_V6;
-        }
-        bits
-    }
-
-    fn add(
-        &mut self,
-        net: IpNet,
-        policy: Policy,
-        origin: &str,
-        origins: &mut BTreeMap<IpNet, String>,
-    ) -> Result<(), ConfigError> {
-        match self.entries.insert(net, policy) {
-            Some(old) if old != policy => Err(error(format!(
-                "{net} is both allowed and denied ({} and {origin}); use a more specific prefix for the exception",
-                origins[&net]
-            ))),
-            _ => {
-                origins.entry(net).or_insert_with(|| origin.to_owned());
-                Ok(())
-            }
-        }
-    }
-}
+use crate::settings::cli::Cli;
+use crate::settings::error::{ConfigError, error};
+use crate::settings::file::FileConfig;
+use crate::settings::policy::{PolicyList, parse_cidr, read_cidr_file};
+use crate::settings::ports::PortSet;
+use crate::settings::values::{KernelTuning, MetricsAddr, OnExit, bounds, defaults};
 
 /// Everything the daemon runs with, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,7 +25,7 @@ pub struct Settings {
     pub ifaces: Vec<String>,
     pub ports: PortSet,
     pub xdp_mode: XdpMode,
-    pub syncookies: Syncookies,
+    pub syncookies: SyncookieMode,
     /// MSS, wscale, TTL, budgets, block time, prefixes, mode and policy bits.
     pub datapath: DatapathConfig,
     pub stats_interval: u64,
@@ -210,6 +56,22 @@ impl Settings {
     }
 
     fn merge(cli: &Cli, file: &FileConfig) -> Result<Self, ConfigError> {
+        // A setting's flag field, file key and name share one identifier.
+        macro_rules! choice {
+            ($key:ident) => {
+                cli.$key.or(choice_of(&file.values.$key))
+            };
+        }
+        macro_rules! number {
+            ($key:ident, $bound:ident) => {
+                file.number(
+                    cli.$key,
+                    &file.values.$key,
+                    stringify!($key),
+                    bounds::$bound,
+                )?
+            };
+        }
         let ifaces = match (&cli.ifaces, &file.values.iface) {
             (flags, _) if !flags.is_empty() => flags.clone(),
             (_, Some(list)) if !list.get_ref().is_empty() => list.get_ref().clone(),
@@ -236,161 +98,76 @@ impl Settings {
                 ));
             }
         };
-        let f = &file.values;
-        let pick = |flag: Option<i64>, value: &Option<Spanned<i64>>, key, range, default| {
-            file.number(flag, value, key, range, default)
-        };
         let d = DatapathConfig::DEFAULT;
-        let syncookies = cli
-            .syncookies
-            .or(f.syncookies.as_ref().map(|v| *v.get_ref()))
-            .unwrap_or_default();
-        let per_source_half_open = pick(
-            cli.per_source_half_open.map(i64::from),
-            &f.per_source_half_open,
-            "per_source_half_open",
-            bounds::BUDGET,
-            0,
-        )?;
-        let per_source_invalid_ack = pick(
-            cli.per_source_invalid_ack.map(i64::from),
-            &f.per_source_invalid_ack,
-            "per_source_invalid_ack",
-            bounds::BUDGET,
-            0,
-        )?;
-        let block_seconds = pick(
-            cli.block_seconds.map(i64::from),
-            &f.block_seconds,
-            "block_seconds",
-            bounds::BLOCK_SECONDS,
-            (d.block_ns / 1_000_000_000) as i64,
-        )?;
-        let tune_kernel = cli.tune_kernel || f.tune_kernel.as_ref().is_some_and(|v| *v.get_ref());
-        let max_syn_backlog = pick(
-            cli.max_syn_backlog.map(i64::from),
-            &f.max_syn_backlog,
-            "max_syn_backlog",
-            bounds::MAX_SYN_BACKLOG,
-            i64::from(defaults::MAX_SYN_BACKLOG),
-        )? as u32;
-        let synack_retries = match (cli.synack_retries, &f.synack_retries) {
-            (Some(v), _) => Some(v),
-            (None, Some(v)) => {
-                Some(file.bounded(v, "synack_retries", bounds::SYNACK_RETRIES)? as u8)
-            }
-            (None, None) => None,
-        };
+        let syncookies = choice!(syncookies).unwrap_or(defaults::SYNCOOKIES);
+        let per_source_half_open = number!(per_source_half_open, BUDGET).unwrap_or(0);
+        let per_source_invalid_ack = number!(per_source_invalid_ack, BUDGET).unwrap_or(0);
+        let block_seconds =
+            number!(block_seconds, BLOCK_SECONDS).unwrap_or((d.block_ns / 1_000_000_000) as u32);
+        let tune_kernel = cli.tune_kernel || choice_of(&file.values.tune_kernel) == Some(true);
+        let max_syn_backlog =
+            number!(max_syn_backlog, MAX_SYN_BACKLOG).unwrap_or(defaults::MAX_SYN_BACKLOG);
+        let synack_retries = number!(synack_retries, SYNACK_RETRIES);
         let abort_on_overflow = if cli.abort_on_overflow {
             Some(true)
         } else {
-            f.abort_on_overflow.as_ref().map(|v| *v.get_ref())
+            choice_of(&file.values.abort_on_overflow)
         };
         if !tune_kernel && (synack_retries.is_some() || abort_on_overflow.is_some()) {
             return Err(error(
                 "synack_retries and abort_on_overflow are kernel settings: they need tune_kernel (--tune-kernel)",
             ));
         }
-        if syncookies == Syncookies::Off
+        if syncookies == SyncookieMode::Off
             && (per_source_half_open != 0 || per_source_invalid_ack != 0)
         {
             return Err(error(
                 "per-source budgets are not enforced with syncookies = off (XDP only observes): use auto or always, or drop per_source_half_open/per_source_invalid_ack",
             ));
         }
-        let policy = file.policy(cli)?;
+        let policy = merge_policy(cli, file)?;
         let datapath = DatapathConfig {
-            block_ns: block_seconds as u64 * 1_000_000_000,
+            block_ns: u64::from(block_seconds) * 1_000_000_000,
             // The datapath maps write each program's own seed (`DatapathMaps`).
             hash_seed: d.hash_seed,
-            per_source_half_open: per_source_half_open as u32,
-            per_source_invalid_ack: per_source_invalid_ack as u32,
+            per_source_half_open,
+            per_source_invalid_ack,
             track_threshold: track_threshold(
-                per_source_half_open as u32,
-                per_source_invalid_ack as u32,
+                per_source_half_open,
+                per_source_invalid_ack,
                 possible_cpus(),
             ),
-            mss4: pick(
-                cli.mss4.map(i64::from),
-                &f.mss4,
-                "mss4",
-                bounds::MSS4,
-                d.mss4.into(),
-            )? as u16,
-            mss6: pick(
-                cli.mss6.map(i64::from),
-                &f.mss6,
-                "mss6",
-                bounds::MSS6,
-                d.mss6.into(),
-            )? as u16,
-            wscale: pick(
-                cli.wscale.map(i64::from),
-                &f.wscale,
-                "wscale",
-                bounds::WSCALE,
-                d.wscale.into(),
-            )? as u8,
-            ttl: pick(
-                cli.ttl.map(i64::from),
-                &f.ttl,
-                "ttl",
-                bounds::TTL,
-                d.ttl.into(),
-            )? as u8,
-            syncookies: syncookies.mode() as u8,
-            source_prefix4: pick(
-                cli.source_prefix4.map(i64::from),
-                &f.source_prefix4,
-                "source_prefix4",
-                bounds::SOURCE_PREFIX4,
-                d.source_prefix4.into(),
-            )? as u8,
-            source_prefix6: pick(
-                cli.source_prefix6.map(i64::from),
-                &f.source_prefix6,
-                "source_prefix6",
-                bounds::SOURCE_PREFIX6,
-                d.source_prefix6.into(),
-            )? as u8,
+            mss4: number!(mss4, MSS4).unwrap_or(d.mss4),
+            mss6: number!(mss6, MSS6).unwrap_or(d.mss6),
+            wscale: number!(wscale, WSCALE).unwrap_or(d.wscale),
+            ttl: number!(ttl, TTL).unwrap_or(d.ttl),
+            syncookies: syncookies as u8,
+            source_prefix4: number!(source_prefix4, SOURCE_PREFIX4).unwrap_or(d.source_prefix4),
+            source_prefix6: number!(source_prefix6, SOURCE_PREFIX6).unwrap_or(d.source_prefix6),
             policy: policy.bits(),
             reserved: [0; 2],
         };
         Ok(Self {
             ifaces,
             ports,
-            xdp_mode: cli
-                .xdp_mode
-                .or(f.xdp_mode.as_ref().map(|v| *v.get_ref()))
-                .unwrap_or(XdpMode::Native),
+            xdp_mode: choice!(xdp_mode).unwrap_or(defaults::XDP_MODE),
             syncookies,
             datapath,
-            stats_interval: pick(
-                cli.stats_interval.map(i64::from),
-                &f.stats_interval,
-                "stats_interval",
-                bounds::STATS_INTERVAL,
-                defaults::STATS_INTERVAL as i64,
-            )? as u64,
+            stats_interval: u64::from(
+                number!(stats_interval, STATS_INTERVAL).unwrap_or(defaults::STATS_INTERVAL),
+            ),
             max_syn_backlog,
-            cooldown: Duration::from_secs(pick(
-                cli.cooldown.map(i64::from),
-                &f.cooldown,
-                "cooldown",
-                bounds::COOLDOWN,
-                defaults::COOLDOWN as i64,
-            )? as u64),
+            cooldown: Duration::from_secs(u64::from(
+                number!(cooldown, COOLDOWN).unwrap_or(defaults::COOLDOWN),
+            )),
             kernel: tune_kernel.then_some(KernelTuning {
                 max_syn_backlog,
                 synack_retries,
                 abort_on_overflow,
             }),
             policy,
-            on_exit: cli
-                .on_exit
-                .or(f.on_exit.as_ref().map(|v| *v.get_ref()))
-                .unwrap_or_default(),
-            metrics_addr: match (cli.metrics_addr, &f.metrics_addr) {
+            on_exit: choice!(on_exit).unwrap_or_default(),
+            metrics_addr: match (cli.metrics_addr, &file.values.metrics_addr) {
                 (Some(addr), _) => addr,
                 (None, Some(text)) => MetricsAddr::parse(text.get_ref())
                     .map_err(|e| file.at(text.span(), "metrics_addr", &e))?,
@@ -400,233 +177,56 @@ impl Settings {
     }
 }
 
-/// The keys of the config file; every value keeps its position for error messages.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileValues {
-    iface: Option<Spanned<Vec<String>>>,
-    ports: Option<Spanned<Vec<PortItem>>>,
-    xdp_mode: Option<Spanned<XdpMode>>,
-    mss4: Option<Spanned<i64>>,
-    mss6: Option<Spanned<i64>>,
-    wscale: Option<Spanned<i64>>,
-    ttl: Option<Spanned<i64>>,
-    stats_interval: Option<Spanned<i64>>,
-    syncookies: Option<Spanned<Syncookies>>,
-    max_syn_backlog: Option<Spanned<i64>>,
-    cooldown: Option<Spanned<i64>>,
-    tune_kernel: Option<Spanned<bool>>,
-    synack_retries: Option<Spanned<i64>>,
-    abort_on_overflow: Option<Spanned<bool>>,
-    per_source_half_open: Option<Spanned<i64>>,
-    per_source_invalid_ack: Option<Spanned<i64>>,
-    block_seconds: Option<Spanned<i64>>,
-    source_prefix4: Option<Spanned<i64>>,
-    source_prefix6: Option<Spanned<i64>>,
-    allow: Option<Spanned<Vec<Spanned<String>>>>,
-    deny: Option<Spanned<Vec<Spanned<String>>>>,
-    allow_file: Option<Spanned<PathBuf>>,
-    deny_file: Option<Spanned<PathBuf>>,
-    on_exit: Option<Spanned<OnExit>>,
-    metrics_addr: Option<Spanned<String>>,
+/// A file key's value without its position.
+fn choice_of<T: Copy>(value: &Option<Spanned<T>>) -> Option<T> {
+    value.as_ref().map(|v| *v.get_ref())
 }
 
-/// One `ports` item: a number or a `"LO-HI"` string.
-#[derive(Debug)]
-struct PortItem(RangeInclusive<u16>);
-
-impl<'de> Deserialize<'de> for PortItem {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(i64),
-            Text(String),
+/// allow/deny lists and files; a flag replaces the file key of the same name.
+fn merge_policy(cli: &Cli, file: &FileConfig) -> Result<PolicyList, ConfigError> {
+    let mut list = PolicyList::default();
+    let mut origins = BTreeMap::new();
+    for (policy, flags, key, flag_file, key_file) in [
+        (
+            Policy::Allow,
+            &cli.allow,
+            &file.values.allow,
+            &cli.allow_file,
+            &file.values.allow_file,
+        ),
+        (
+            Policy::Deny,
+            &cli.deny,
+            &file.values.deny,
+            &cli.deny_file,
+            &file.values.deny_file,
+        ),
+    ] {
+        let name = policy.as_str();
+        if !flags.is_empty() {
+            for net in flags {
+                list.add(*net, policy, &format!("--{name} {net}"), &mut origins)?;
+            }
+        } else if let Some(items) = key {
+            for item in items.get_ref() {
+                let net = parse_cidr(item.get_ref()).map_err(|e| file.at(item.span(), name, &e))?;
+                let origin = format!("{}:{}", file.path, file.line(item.span().start));
+                list.add(net, policy, &origin, &mut origins)?;
+            }
         }
-        let text = match Raw::deserialize(deserializer)? {
-            Raw::Number(n) => n.to_string(),
-            Raw::Text(t) => t,
+        let key_name = format!("{name}_file");
+        let list_file = match (flag_file, key_file) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(path)) => Some(file.resolve_path(path.get_ref())),
+            (None, None) => None,
         };
-        parse_port_range(&text)
-            .map(PortItem)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// A parsed config file with its text, for line numbers.
-#[derive(Debug, Default)]
-struct FileConfig {
-    path: String,
-    text: String,
-    values: FileValues,
-}
-
-impl FileConfig {
-    fn read(path: &Path) -> Result<Self, ConfigError> {
-        let shown = path.display().to_string();
-        let text = private::read_trusted(path).map_err(|e| error(format!("config file {e}")))?;
-        let mut config = Self {
-            path: shown,
-            text,
-            values: FileValues::default(),
-        };
-        config.values = toml::from_str(&config.text).map_err(|e| {
-            let message = e.message().trim_end().replace('\n', " ");
-            match e.span() {
-                Some(span) => config.at(span.clone(), &config.key_at(span), &message),
-                None => error(format!("{}: {message}", config.path)),
-            }
-        })?;
-        Ok(config)
-    }
-
-    fn line(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())]
-            .matches('\n')
-            .count()
-            + 1
-    }
-
-    /// The key of the `key = value` line holding `span`.
-    fn key_at(&self, span: Range<usize>) -> String {
-        let start = self.text[..span.start.min(self.text.len())]
-            .rfind('\n')
-            .map_or(0, |i| i + 1);
-        let line = self.text[start..].lines().next().unwrap_or_default();
-        line.split_once('=')
-            .map_or(line, |(key, _)| key)
-            .trim()
-            .to_owned()
-    }
-
-    /// `FILE:LINE: key `KEY`: MESSAGE`.
-    fn at(&self, span: Range<usize>, key: &str, message: &str) -> ConfigError {
-        error(format!(
-            "{}:{}: key `{key}`: {message}",
-            self.path,
-            self.line(span.start)
-        ))
-    }
-
-    fn bounded(
-        &self,
-        value: &Spanned<i64>,
-        key: &str,
-        range: RangeInclusive<i64>,
-    ) -> Result<i64, ConfigError> {
-        let v = *value.get_ref();
-        if range.contains(&v) {
-            Ok(v)
-        } else {
-            Err(self.at(
-                value.span(),
-                key,
-                &format!("{v} is out of range ({}-{})", range.start(), range.end()),
-            ))
-        }
-    }
-
-    /// The flag's value, else the file's (checked against `range`), else `default`.
-    fn number(
-        &self,
-        flag: Option<i64>,
-        value: &Option<Spanned<i64>>,
-        key: &str,
-        range: RangeInclusive<i64>,
-        default: i64,
-    ) -> Result<i64, ConfigError> {
-        match (flag, value) {
-            (Some(v), _) => Ok(v),
-            (None, Some(value)) => self.bounded(value, key, range),
-            (None, None) => Ok(default),
-        }
-    }
-
-    /// allow/deny lists and files; a flag replaces the file key of the same name.
-    fn policy(&self, cli: &Cli) -> Result<PolicyList, ConfigError> {
-        let mut list = PolicyList::default();
-        let mut origins = BTreeMap::new();
-        for (policy, name, flags, key, flag_file, key_file) in [
-            (
-                Policy::Allow,
-                "allow",
-                &cli.allow,
-                &self.values.allow,
-                &cli.allow_file,
-                &self.values.allow_file,
-            ),
-            (
-                Policy::Deny,
-                "deny",
-                &cli.deny,
-                &self.values.deny,
-                &cli.deny_file,
-                &self.values.deny_file,
-            ),
-        ] {
-            if !flags.is_empty() {
-                for net in flags {
-                    list.add(*net, policy, &format!("--{name} {net}"), &mut origins)?;
-                }
-            } else if let Some(items) = key {
-                for item in items.get_ref() {
-                    let net =
-                        parse_cidr(item.get_ref()).map_err(|e| self.at(item.span(), name, &e))?;
-                    let origin = format!("{}:{}", self.path, self.line(item.span().start));
-                    list.add(net, policy, &origin, &mut origins)?;
-                }
-            }
-            let key_name = format!("{name}_file");
-            let file = match (flag_file, key_file) {
-                (Some(path), _) => Some(path.clone()),
-                (None, Some(path)) => Some(self.resolve_path(path.get_ref())),
-                (None, None) => None,
-            };
-            if let Some(path) = file {
-                for (net, origin) in read_cidr_file(&path, &key_name)? {
-                    list.add(net, policy, &origin, &mut origins)?;
-                }
+        if let Some(path) = list_file {
+            for (net, origin) in read_cidr_file(&path, &key_name)? {
+                list.add(net, policy, &origin, &mut origins)?;
             }
         }
-        Ok(list)
     }
-
-    /// A relative path in the file is relative to the file's directory.
-    fn resolve_path(&self, path: &Path) -> PathBuf {
-        match Path::new(&self.path).parent() {
-            Some(dir) if path.is_relative() => dir.join(path),
-            _ => path.to_owned(),
-        }
-    }
-}
-
-/// `a.b.c.d/n`, `x::/n` or a bare address (a /32 or /128); host bits are cleared.
-pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    let net = match text.parse::<IpNet>() {
-        Ok(net) => net,
-        Err(_) => text
-            .parse::<IpAddr>()
-            .map(IpNet::from)
-            .map_err(|_| format!("`{text}` is not a CIDR prefix or an IP address"))?,
-    };
-    Ok(net.trunc())
-}
-
-/// One CIDR per line; `#` starts a comment; blank lines are skipped.
-fn read_cidr_file(path: &Path, key: &str) -> Result<Vec<(IpNet, String)>, ConfigError> {
-    let text = private::read_trusted(path).map_err(|e| error(format!("{key} {e}")))?;
-    let mut nets = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let content = line.split('#').next().unwrap_or_default().trim();
-        if content.is_empty() {
-            continue;
-        }
-        let origin = format!("{}:{}", path.display(), i + 1);
-        let net = parse_cidr(content).map_err(|e| error(format!("{key} {origin}: {e}")))?;
-        nets.push((net, origin));
-    }
-    Ok(nets)
+    Ok(list)
 }
 
 /// CPUs the program may run on: each has its own sketch, and a source's SYNs spread over them.
@@ -641,9 +241,12 @@ fn possible_cpus() -> u32 {
 mod tests {
     use std::fs;
     use std::os::unix::fs::PermissionsExt as _;
+    use std::path::PathBuf;
+
+    use clap::Parser as _;
+    use synguard_common::{POLICY_V4, POLICY_V6};
 
     use super::*;
-    use clap::Parser as _;
 
     fn write(name: &str, text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("synguard-config-{}", std::process::id()));
@@ -690,7 +293,7 @@ metrics_addr = "[::1]:9100"
         assert_eq!(s.ifaces, ["eth0", "eth1"]);
         assert_eq!(s.ports.to_string(), "80,443,8000-8100");
         assert_eq!(s.xdp_mode, XdpMode::Skb);
-        assert_eq!(s.syncookies, Syncookies::Auto);
+        assert_eq!(s.syncookies, SyncookieMode::Auto);
         assert_eq!(
             s.datapath,
             DatapathConfig {
@@ -756,7 +359,7 @@ metrics_addr = "[::1]:9100"
         assert_eq!(s.ports.to_string(), "9000");
         assert_eq!(s.datapath.mss4, 1300);
         assert_eq!(s.datapath.mss6, 1380);
-        assert_eq!(s.syncookies, Syncookies::Always);
+        assert_eq!(s.syncookies, SyncookieMode::Always);
         assert_eq!(s.ifaces, ["eth0", "eth1"]);
         // --deny replaces the file's deny list; the file's allow list stays.
         assert_eq!(s.policy.count(false), 2);
