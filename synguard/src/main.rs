@@ -17,7 +17,8 @@ use synguard::datapath::maps::DatapathState;
 use synguard::datapath::peers::{self, PeerSeeder};
 use synguard::datapath::snapshot::MapReader;
 use synguard::kernel::tuning::tune_kernel;
-use synguard::observe::metrics::{self, Exporter};
+use synguard::observe::metrics::exposition::Exporter;
+use synguard::observe::metrics::server;
 use synguard::observe::report;
 use synguard::observe::stats::Stats;
 use synguard::runtime::auto;
@@ -125,7 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Before the datapath is touched (after the locks, so a second synguard on the interface
     // fails on its lock): a taken port fails the start-up cleanly.
     let metrics_listener = match settings.metrics_addr {
-        MetricsAddr::Listen(addr) => Some(metrics::bind(addr).await.with_context(|| {
+        MetricsAddr::Listen(addr) => Some(server::bind(addr).await.with_context(|| {
             format!("listening for metrics on {addr} (--metrics-addr ADDR, or none)")
         })?),
         MetricsAddr::None => None,
@@ -158,7 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(listener) = metrics_listener {
         info!("metrics at http://{}/metrics", listener.local_addr()?);
         let reader = MapReader::of_maps(program, datapath.map_views()?)?;
-        metrics::spawn(listener, Exporter::new(reader, &names));
+        server::spawn(listener, Exporter::new(reader, &names));
     }
     info!(
         "synguard ready: XDP on {} ({xdp_mode} mode), protecting TCP ports {ports}, syncookies {}",

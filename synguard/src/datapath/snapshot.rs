@@ -21,7 +21,6 @@ use nix::time::{ClockId, clock_gettime};
 use synguard_common::{
     Counter, DatapathConfig, MAP_CONFIG, MAP_COOKIE_PORTS, MAP_COUNTERS, MAP_POLICY4, MAP_POLICY6,
     MAP_PORT_LOAD, MAP_PORTS, MAP_SOURCES, PORT_BITMAP_WORDS, PortLoad, SourceKey, SourceState,
-    SyncookieMode,
 };
 use thiserror::Error;
 
@@ -160,15 +159,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// `off`, `auto` or `always`.
-    pub fn syncookies(&self) -> &'static str {
-        match self.config.syncookies {
-            m if m == SyncookieMode::Off as u8 => "off",
-            m if m == SyncookieMode::Auto as u8 => "auto",
-            _ => "always",
-        }
-    }
-
     /// `cookies` or `kernel`: who answers the port's SYNs now.
     pub fn port_mode(&self, port: u16) -> &'static str {
         if self.cookie_ports.contains(port) {

@@ -134,7 +134,7 @@ impl StatsJson {
             schema: STATS_SCHEMA,
             iface: iface.to_owned(),
             interval_seconds: interval.seconds(),
-            syncookies: s.syncookies(),
+            syncookies: s.config.syncookie_mode().as_str(),
             protected_ports: s.protected.to_string(),
             cookie_ports: s.cookie_ports.to_string(),
             counters: Counter::ALL
@@ -198,7 +198,7 @@ fn stats_table(iface: &str, interval: Interval<'_>) -> String {
     let _ = writeln!(
         out,
         "synguard on {iface}: syncookies {}, protected ports {}, answered with cookies now: {cookies}; rates over {:.1}s",
-        s.syncookies(),
+        s.config.syncookie_mode(),
         s.protected,
         interval.seconds()
     );
