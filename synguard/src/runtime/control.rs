@@ -7,7 +7,7 @@ use crate::settings::cli::Cli;
 use synguard_common::SyncookieMode;
 
 use crate::datapath::maps::{DatapathMaps, DatapathState};
-use crate::kernel::nft::SynproxyTable;
+use crate::kernel::nft::table::SynproxyTable;
 use crate::kernel::sysctl::SysctlGuard;
 use crate::kernel::tuning::tune_kernel;
 use crate::settings::merge::Settings;

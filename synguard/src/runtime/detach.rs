@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use tracing::info;
 
 use crate::datapath::pins::{DEFAULT_PIN_DIR, PinDir};
-use crate::kernel::nft;
+use crate::kernel::nft::table::delete_table;
 use crate::kernel::sysctl::SysctlGuard;
 use crate::runtime::state::{
     AttachState, IfaceLock, RUN_DIR, current_netns, other_netns_with_state,
@@ -61,7 +61,7 @@ pub fn detach(iface: &str, pin_dir: Option<&Path>) -> anyhow::Result<()> {
         );
     } else {
         if state.nft_table {
-            nft::delete_table().context("deleting the nftables table")?;
+            delete_table().context("deleting the nftables table")?;
         }
         SysctlGuard::adopt(state.sysctls)
             .restore()

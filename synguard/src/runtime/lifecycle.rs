@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::datapath::load::{self, Attachments, Interface};
 use crate::datapath::pins::{MapPins, PinDir};
-use crate::kernel::nft::SynproxyTable;
+use crate::kernel::nft::table::SynproxyTable;
 use crate::kernel::sysctl::SysctlGuard;
 use crate::runtime::state::{AttachState, IfaceLock, lock_all};
 use crate::settings::ports::PortSet;

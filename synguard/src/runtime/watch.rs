@@ -12,7 +12,7 @@ use anyhow::bail;
 use tracing::{error, warn};
 
 use crate::datapath::load::{Attachments, Interface};
-use crate::kernel::nft::SynproxyTable;
+use crate::kernel::nft::table::SynproxyTable;
 use crate::settings::merge::Settings;
 
 /// How often the interfaces and the table are checked.
