@@ -12,7 +12,9 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 
-use synguard::datapath::load::{self, Datapath, LoaderError};
+use synguard::datapath::attach;
+use synguard::datapath::error::LoaderError;
+use synguard::datapath::load::Datapath;
 use synguard::datapath::maps::DatapathState;
 use synguard::datapath::peers::{self, PeerSeeder};
 use synguard::datapath::snapshot::MapReader;
@@ -118,7 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(&cli)?;
     let ports = settings.ports.clone();
     let config = settings.datapath;
-    let ifaces = load::resolve_interfaces(&settings.ifaces)?;
+    let ifaces = attach::resolve_interfaces(&settings.ifaces)?;
     let xdp_mode = settings.xdp_mode;
     // Locks the interfaces and finds what an earlier synguard left to adopt.
     let mut lifecycle =

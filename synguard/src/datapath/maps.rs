@@ -14,7 +14,7 @@ use synguard_common::{
     MAP_PORTS, POLICY_DEFAULT_ENTRIES, PORT_BITMAP_WORDS, PortLoad, SyncookieMode,
 };
 
-use crate::datapath::load::{LoaderError, check_len, map_error, typed_map};
+use crate::datapath::error::{LoaderError, check_len, map_error, typed_map};
 use crate::datapath::snapshot::sum_port_load;
 use crate::settings::merge::Settings;
 use crate::settings::policy::PolicyList;
@@ -78,7 +78,7 @@ pub struct DatapathMaps {
 }
 
 impl DatapathMaps {
-    /// Every map with its name (see [`Datapath::map_views`](crate::datapath::load::Datapath::map_views)).
+    /// Every map with its name (see `Datapath::map_views`).
     pub(crate) fn named(&self) -> [(&'static str, &MapData); 6] {
         [
             (MAP_CONFIG, self.config.map()),

@@ -284,8 +284,8 @@ impl MapReader {
         Self::of_maps(program, found)
     }
 
-    /// The maps of the loaded program with id `program`, given by name (see
-    /// [`Datapath::map_views`](crate::datapath::load::Datapath::map_views)).
+    /// The maps of the loaded program with id `program`, given by name (the daemon's own
+    /// descriptors: `Datapath::map_views`).
     pub fn of_maps(program: u32, mut found: BTreeMap<String, MapData>) -> Result<Self, ReadError> {
         let mut take = |name: &'static str| -> Result<(Map, u32), ReadError> {
             let data = found

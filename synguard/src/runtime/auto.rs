@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use netlink_packet_sock_diag::inet::StateFlags;
 use tracing::{info, warn};
 
-use crate::datapath::load::LoaderError;
+use crate::datapath::error::LoaderError;
 use crate::datapath::maps::{DatapathMaps, PortBacklog};
 use crate::kernel::kernel_view::{self, SockDiag};
 use crate::settings::ports::PortSet;

@@ -12,7 +12,8 @@ use anyhow::{Context as _, bail};
 use synguard_common::DatapathConfig;
 use tracing::{info, warn};
 
-use crate::datapath::load::{self, Attachments, Interface};
+use crate::datapath::attach::{Attachments, Interface};
+use crate::datapath::load;
 use crate::datapath::pins::{MapPins, PinDir};
 use crate::kernel::nft::table::SynproxyTable;
 use crate::kernel::sysctl::SysctlGuard;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::bail;
 use tracing::{error, warn};
 
-use crate::datapath::load::{Attachments, Interface};
+use crate::datapath::attach::{Attachments, Interface};
 use crate::kernel::nft::table::SynproxyTable;
 use crate::settings::merge::Settings;
 
