@@ -1,7 +1,7 @@
 //! Read-only views of the datapath's maps, the one reading path of every observability output:
 //! the daemon's stats log lines and `/metrics`, and `synguard stats` / `synguard top`, which
 //! run beside the daemon and read the same maps through its pinned XDP link, or without pins
-//! through the program attached to its interface ([`crate::datapath::attached`]).
+//! through the program attached to its interface (`attached`).
 //!
 //! A [`MapReader`] holds its own file descriptors for the maps of one loaded XDP program
 //! (found by the program's id), so readers never borrow from, or lock against, the daemon's
