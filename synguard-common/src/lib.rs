@@ -523,3 +523,21 @@ mod user {
     unsafe impl aya::Pod for super::SketchLine {}
     unsafe impl aya::Pod for super::PeerLine {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncookie_modes_round_trip_through_their_byte() {
+        for mode in SyncookieMode::ALL {
+            assert_eq!(SyncookieMode::try_from(mode as u8), Ok(mode));
+        }
+        assert_eq!(SyncookieMode::try_from(3), Err(3));
+        let unknown = DatapathConfig {
+            syncookies: 3,
+            ..DatapathConfig::DEFAULT
+        };
+        assert_eq!(unknown.syncookie_mode(), SyncookieMode::Always);
+    }
+}

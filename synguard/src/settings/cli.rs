@@ -257,6 +257,19 @@ mod tests {
     }
 
     #[test]
+    fn modes_are_spelt_as_they_print() {
+        use clap::ValueEnum as _;
+        let name =
+            |value: Option<clap::builder::PossibleValue>| value.unwrap().get_name().to_owned();
+        for mode in SyncookieMode::ALL {
+            assert_eq!(name(mode.to_possible_value()), mode.to_string());
+        }
+        for mode in XdpMode::ALL {
+            assert_eq!(name(mode.to_possible_value()), mode.to_string());
+        }
+    }
+
+    #[test]
     fn tunables_are_bounded() {
         for args in [
             ["--mss4", "100"],

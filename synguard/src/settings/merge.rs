@@ -57,9 +57,9 @@ impl Settings {
 
     fn merge(cli: &Cli, file: &FileConfig) -> Result<Self, ConfigError> {
         // A setting's flag field, file key and name share one identifier.
-        macro_rules! choice {
+        macro_rules! flag_or_key {
             ($key:ident) => {
-                cli.$key.or(choice_of(&file.values.$key))
+                cli.$key.or(file_value(&file.values.$key))
             };
         }
         macro_rules! number {
@@ -99,19 +99,19 @@ impl Settings {
             }
         };
         let d = DatapathConfig::DEFAULT;
-        let syncookies = choice!(syncookies).unwrap_or(defaults::SYNCOOKIES);
+        let syncookies = flag_or_key!(syncookies).unwrap_or(defaults::SYNCOOKIES);
         let per_source_half_open = number!(per_source_half_open, BUDGET).unwrap_or(0);
         let per_source_invalid_ack = number!(per_source_invalid_ack, BUDGET).unwrap_or(0);
         let block_seconds =
             number!(block_seconds, BLOCK_SECONDS).unwrap_or((d.block_ns / 1_000_000_000) as u32);
-        let tune_kernel = cli.tune_kernel || choice_of(&file.values.tune_kernel) == Some(true);
+        let tune_kernel = cli.tune_kernel || file_value(&file.values.tune_kernel) == Some(true);
         let max_syn_backlog =
             number!(max_syn_backlog, MAX_SYN_BACKLOG).unwrap_or(defaults::MAX_SYN_BACKLOG);
         let synack_retries = number!(synack_retries, SYNACK_RETRIES);
         let abort_on_overflow = if cli.abort_on_overflow {
             Some(true)
         } else {
-            choice_of(&file.values.abort_on_overflow)
+            file_value(&file.values.abort_on_overflow)
         };
         if !tune_kernel && (synack_retries.is_some() || abort_on_overflow.is_some()) {
             return Err(error(
@@ -150,7 +150,7 @@ impl Settings {
         Ok(Self {
             ifaces,
             ports,
-            xdp_mode: choice!(xdp_mode).unwrap_or(defaults::XDP_MODE),
+            xdp_mode: flag_or_key!(xdp_mode).unwrap_or(defaults::XDP_MODE),
             syncookies,
             datapath,
             stats_interval: u64::from(
@@ -166,7 +166,7 @@ impl Settings {
                 abort_on_overflow,
             }),
             policy,
-            on_exit: choice!(on_exit).unwrap_or_default(),
+            on_exit: flag_or_key!(on_exit).unwrap_or_default(),
             metrics_addr: match (cli.metrics_addr, &file.values.metrics_addr) {
                 (Some(addr), _) => addr,
                 (None, Some(text)) => MetricsAddr::parse(text.get_ref())
@@ -178,7 +178,7 @@ impl Settings {
 }
 
 /// A file key's value without its position.
-fn choice_of<T: Copy>(value: &Option<Spanned<T>>) -> Option<T> {
+fn file_value<T: Copy>(value: &Option<Spanned<T>>) -> Option<T> {
     value.as_ref().map(|v| *v.get_ref())
 }
 
