@@ -126,7 +126,7 @@ impl LoaderError {
     }
 }
 
-pub(crate) fn typed_map<M, T>(map: Option<M>, name: &'static str) -> Result<T, LoaderError>
+pub(super) fn typed_map<M, T>(map: Option<M>, name: &'static str) -> Result<T, LoaderError>
 where
     T: TryFrom<M, Error = MapError>,
 {
@@ -134,7 +134,7 @@ where
     T::try_from(map).map_err(|source| map_error(name, source))
 }
 
-pub(crate) fn check_len(name: &'static str, actual: u32, expected: u32) -> Result<(), LoaderError> {
+pub(super) fn check_len(name: &'static str, actual: u32, expected: u32) -> Result<(), LoaderError> {
     if actual == expected {
         Ok(())
     } else {
@@ -153,7 +153,7 @@ pub(super) fn permission(action: &'static str) -> LoaderError {
     }
 }
 
-pub(crate) fn map_error(name: &'static str, source: MapError) -> LoaderError {
+pub(super) fn map_error(name: &'static str, source: MapError) -> LoaderError {
     if errno(&source) == Some(libc::EPERM) {
         permission("writing the eBPF maps")
     } else {

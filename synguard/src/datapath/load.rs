@@ -21,8 +21,7 @@ use crate::datapath::pins::MapPins;
 use crate::kernel::privileges;
 
 /// The XDP object built by build.rs (aya-build), embedded so the daemon is one file.
-pub(crate) static OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/synguard"));
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/synguard"));
 
 /// The embedded object's definitions, to check pinned maps against ([`PinDir::prepare`]).
 pub fn object() -> Result<aya_obj::Object, LoaderError> {

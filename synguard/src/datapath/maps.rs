@@ -79,7 +79,7 @@ pub struct DatapathMaps {
 
 impl DatapathMaps {
     /// Every map with its name (see `Datapath::map_views`).
-    pub(crate) fn named(&self) -> [(&'static str, &MapData); 6] {
+    pub(super) fn named(&self) -> [(&'static str, &MapData); 6] {
         [
             (MAP_CONFIG, self.config.map()),
             (self.ports.name, self.ports.map.map()),
@@ -90,7 +90,7 @@ impl DatapathMaps {
         ]
     }
 
-    pub(crate) fn take(ebpf: &mut Ebpf) -> Result<Self, LoaderError> {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, LoaderError> {
         let config: Array<MapData, DatapathConfig> =
             typed_map(ebpf.take_map(MAP_CONFIG), MAP_CONFIG)?;
         check_len(MAP_CONFIG, config.len(), 1)?;
