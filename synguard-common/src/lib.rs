@@ -97,35 +97,58 @@ impl Policy {
     }
 }
 
-/// `--syncookies`: who answers SYNs to protected ports. The daemon's flag, config key, logs
-/// and metrics spell the modes as [`Self::as_str`] does (the variant's name in lowercase).
-/// Only `Off` changes what the datapath enforces; `Auto` and `Always` differ in which ports
-/// the daemon puts into [`MAP_COOKIE_PORTS`].
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    feature = "user",
-    derive(clap::ValueEnum, serde::Deserialize),
-    serde(rename_all = "lowercase")
-)]
-pub enum SyncookieMode {
-    /// XDP observes and counts; every SYN reaches the kernel.
-    Off = 0,
-    /// The kernel answers until a port's half-open estimate exceeds --max-syn-backlog.
-    Auto = 1,
-    /// XDP answers every SYN.
-    Always = 2,
+/// Declares an enum the daemon is told by name, each variant's name written once: `ALL`,
+/// `as_str` and `Display` spell it, and so, on the daemon's side (`user`), do clap's
+/// `ValueEnum` (the flag) and serde's `Deserialize` (the config key).
+macro_rules! named {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[doc = $doc:literal])* $variant:ident $(= $value:literal)? => $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[cfg_attr(feature = "user", derive(clap::ValueEnum, serde::Deserialize))]
+        pub enum $name {
+            $(
+                $(#[doc = $doc])*
+                #[cfg_attr(feature = "user", value(name = $text), serde(rename = $text))]
+                $variant $(= $value)?,
+            )+
+        }
+
+        impl $name {
+            pub const ALL: [Self; [$($text),+].len()] = [$(Self::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
 }
 
-impl SyncookieMode {
-    pub const ALL: [Self; 3] = [Self::Off, Self::Auto, Self::Always];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Off => "off",
-            Self::Auto => "auto",
-            Self::Always => "always",
-        }
+named! {
+    /// `--syncookies`: who answers SYNs to protected ports; the daemon's flag, config key, logs
+    /// and metrics spell it as [`Self::as_str`] does. Only `Off` changes what the datapath
+    /// enforces; `Auto` and `Always` differ in which ports the daemon puts into
+    /// [`MAP_COOKIE_PORTS`].
+    #[repr(u8)]
+    pub enum SyncookieMode {
+        /// XDP observes and counts; every SYN reaches the kernel.
+        Off = 0 => "off",
+        /// The kernel answers until a port's half-open estimate exceeds --max-syn-backlog.
+        Auto = 1 => "auto",
+        /// XDP answers every SYN.
+        Always = 2 => "always",
     }
 }
 
@@ -141,41 +164,14 @@ impl TryFrom<u8> for SyncookieMode {
     }
 }
 
-impl core::fmt::Display for SyncookieMode {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// `--xdp-mode`: how XDP is attached. Not the datapath's business, but the daemon and the lab
-/// that drives it must spell it alike ([`Self::as_str`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    feature = "user",
-    derive(clap::ValueEnum, serde::Deserialize),
-    serde(rename_all = "lowercase")
-)]
-pub enum XdpMode {
-    /// Driver (native) XDP.
-    Native,
-    /// Generic XDP in the kernel's receive path.
-    Skb,
-}
-
-impl XdpMode {
-    pub const ALL: [Self; 2] = [Self::Native, Self::Skb];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Native => "native",
-            Self::Skb => "skb",
-        }
-    }
-}
-
-impl core::fmt::Display for XdpMode {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.as_str())
+named! {
+    /// `--xdp-mode`: how XDP is attached. Not the datapath's business, but the daemon and the
+    /// lab that drives it must spell it alike ([`Self::as_str`]).
+    pub enum XdpMode {
+        /// Driver (native) XDP.
+        Native => "native",
+        /// Generic XDP in the kernel's receive path.
+        Skb => "skb",
     }
 }
 
