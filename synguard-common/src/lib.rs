@@ -5,6 +5,10 @@
 //! between the two sides: change them on both or not at all.
 #![no_std]
 
+// The daemon's side derives clap's and serde's traits, whose code names `std`.
+#[cfg(feature = "user")]
+extern crate std;
+
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "synguard";
 /// Name of the TC ingress program (IPv6 checksum verification) in the object file.
@@ -83,16 +87,92 @@ pub enum Policy {
     Deny = 2,
 }
 
-/// `--syncookies`: who answers SYNs to protected ports.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncookieMode {
-    /// XDP observes and counts, every SYN reaches the kernel, no source is blocked.
-    Off = 0,
-    /// The kernel answers until a port's half-open estimate exceeds the threshold.
-    Auto = 1,
-    /// XDP answers every SYN.
-    Always = 2,
+impl Policy {
+    /// The daemon's name of the list: `allow` (`--allow`, `allow_file`) or `deny`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// Declares an enum the daemon is told by name, each variant's name written once: `ALL`,
+/// `as_str` and `Display` spell it, and so, on the daemon's side (`user`), do clap's
+/// `ValueEnum` (the flag) and serde's `Deserialize` (the config key).
+macro_rules! named {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[doc = $doc:literal])* $variant:ident $(= $value:literal)? => $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[cfg_attr(feature = "user", derive(clap::ValueEnum, serde::Deserialize))]
+        pub enum $name {
+            $(
+                $(#[doc = $doc])*
+                #[cfg_attr(feature = "user", value(name = $text), serde(rename = $text))]
+                $variant $(= $value)?,
+            )+
+        }
+
+        impl $name {
+            pub const ALL: [Self; [$($text),+].len()] = [$(Self::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named! {
+    /// `--syncookies`: who answers SYNs to protected ports; the daemon's flag, config key, logs
+    /// and metrics spell it as [`Self::as_str`] does. Only `Off` changes what the datapath
+    /// enforces; `Auto` and `Always` differ in which ports the daemon puts into
+    /// [`MAP_COOKIE_PORTS`].
+    #[repr(u8)]
+    pub enum SyncookieMode {
+        /// XDP observes and counts; every SYN reaches the kernel.
+        Off = 0 => "off",
+        /// The kernel answers until a port's half-open estimate exceeds --max-syn-backlog.
+        Auto = 1 => "auto",
+        /// XDP answers every SYN.
+        Always = 2 => "always",
+    }
+}
+
+impl TryFrom<u8> for SyncookieMode {
+    /// The value, which no mode has.
+    type Error = u8;
+
+    fn try_from(value: u8) -> Result<Self, u8> {
+        Self::ALL
+            .into_iter()
+            .find(|mode| *mode as u8 == value)
+            .ok_or(value)
+    }
+}
+
+named! {
+    /// `--xdp-mode`: how XDP is attached. Not the datapath's business, but the daemon and the
+    /// lab that drives it must spell it alike ([`Self::as_str`]).
+    pub enum XdpMode {
+        /// Driver (native) XDP.
+        Native => "native",
+        /// Generic XDP in the kernel's receive path.
+        Skb => "skb",
+    }
 }
 
 /// Tunables the datapath reads on every packet. Written by the daemon at start and on reload.
@@ -155,6 +235,14 @@ impl DatapathConfig {
         policy: 0,
         reserved: [0; 2],
     };
+}
+
+impl DatapathConfig {
+    /// [`Self::syncookies`] as a mode. A value no mode has acts as `Always` in the datapath
+    /// (which only tells `Off` apart), so it reads as `Always`.
+    pub fn syncookie_mode(&self) -> SyncookieMode {
+        SyncookieMode::try_from(self.syncookies).unwrap_or(SyncookieMode::Always)
+    }
 }
 
 impl Default for DatapathConfig {
@@ -430,4 +518,22 @@ mod user {
     unsafe impl aya::Pod for super::SourceState {}
     unsafe impl aya::Pod for super::SketchLine {}
     unsafe impl aya::Pod for super::PeerLine {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncookie_modes_round_trip_through_their_byte() {
+        for mode in SyncookieMode::ALL {
+            assert_eq!(SyncookieMode::try_from(mode as u8), Ok(mode));
+        }
+        assert_eq!(SyncookieMode::try_from(3), Err(3));
+        let unknown = DatapathConfig {
+            syncookies: 3,
+            ..DatapathConfig::DEFAULT
+        };
+        assert_eq!(unknown.syncookie_mode(), SyncookieMode::Always);
+    }
 }

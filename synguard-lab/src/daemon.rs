@@ -17,29 +17,8 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 /// The line the daemon logs once it is attached and its nftables table is installed.
 pub const READY_LINE: &str = "synguard ready";
 
-/// `--xdp-mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XdpMode {
-    Native,
-    Skb,
-}
-
-impl XdpMode {
-    pub const ALL: [XdpMode; 2] = [XdpMode::Native, XdpMode::Skb];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            XdpMode::Native => "native",
-            XdpMode::Skb => "skb",
-        }
-    }
-}
-
-impl std::fmt::Display for XdpMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// `--xdp-mode`, spelt as the daemon spells it.
+pub use synguard_common::XdpMode;
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR`, else the workspace's `target/`.
 pub fn target_dir() -> PathBuf {

@@ -4,7 +4,7 @@
 //!
 //! Elsewhere: a second instance on one interface (`pinning.rs`); the message for a kernel
 //! without the syncookie helpers (`synguard` unit test `missing_helpers_are_named`: such a
-//! kernel cannot be made here); conflicts inside a config file (`config` unit tests).
+//! kernel cannot be made here); conflicts inside a config file (`settings::merge` unit tests).
 
 use std::os::unix::fs::{PermissionsExt as _, symlink};
 use std::path::Path;

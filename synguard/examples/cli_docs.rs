@@ -1,5 +1,5 @@
 //! The man pages and shell completions of `synguard`, generated from its clap definition
-//! (`synguard::cli::Cli`), so they cannot disagree with `--help`. `cargo xtask deb` runs it
+//! (`synguard::settings::cli::Cli`), so they cannot disagree with `--help`. `cargo xtask deb` runs it
 //! and packages what it writes:
 //!
 //! - `DIR/man/synguard.1.gz` and one page per subcommand (`synguard-detach.1.gz`, ...),
@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::CommandFactory as _;
 use clap_complete::Shell;
 use flate2::{Compression, write::GzEncoder};
-use synguard::cli::Cli;
+use synguard::settings::cli::Cli;
 
 const BIN: &str = "synguard";
 

@@ -17,9 +17,9 @@ use std::os::fd::{AsFd as _, BorrowedFd};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use etherparse::PacketBuilder;
-use synguard::datapath::DatapathState;
-use synguard::loader::Datapath;
-use synguard::ports::PortSet;
+use synguard::datapath::load::Datapath;
+use synguard::datapath::maps::DatapathState;
+use synguard::settings::ports::PortSet;
 use synguard_common::DatapathConfig;
 use synguard_lab::craft::{L2, OptionStyle, Segment, TcpFrame};
 use synguard_lab::floodgen::bpf::{

@@ -12,23 +12,27 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 
-use synguard::auto;
-use synguard::cli::{Cli, Command};
-use synguard::config::OnExit;
-use synguard::config::Settings;
-use synguard::control::Control;
-use synguard::datapath::DatapathState;
-use synguard::lifecycle::Lifecycle;
-use synguard::loader::{self, Datapath, LoaderError};
-use synguard::metrics::{self, Exporter, MetricsAddr};
-use synguard::notify;
-use synguard::peers::{self, PeerSeeder};
-use synguard::ports::PortSet;
-use synguard::report;
-use synguard::snapshot::MapReader;
-use synguard::stats::Stats;
-use synguard::tuning::tune_kernel;
-use synguard::watch::{self, Watch};
+use synguard::datapath::attach;
+use synguard::datapath::error::LoaderError;
+use synguard::datapath::load::Datapath;
+use synguard::datapath::maps::DatapathState;
+use synguard::datapath::peers::{self, PeerSeeder};
+use synguard::datapath::snapshot::MapReader;
+use synguard::kernel::tuning::tune_kernel;
+use synguard::observe::metrics::exposition::Exporter;
+use synguard::observe::metrics::server;
+use synguard::observe::report;
+use synguard::observe::stats::Stats;
+use synguard::runtime::auto;
+use synguard::runtime::control::Control;
+use synguard::runtime::lifecycle::Lifecycle;
+use synguard::runtime::notify;
+use synguard::runtime::watch::{self, Watch};
+use synguard::settings::cli::{Cli, Command};
+use synguard::settings::merge::Settings;
+use synguard::settings::ports::PortSet;
+use synguard::settings::values::MetricsAddr;
+use synguard::settings::values::OnExit;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -100,7 +104,7 @@ fn usage_error_line(error: &clap::Error) -> String {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Detach { iface, pin_dir }) => {
-            return synguard::detach::detach(iface, pin_dir.as_deref());
+            return synguard::runtime::detach::detach(iface, pin_dir.as_deref());
         }
         Some(Command::Stats { target, json }) => return report::stats(target, *json).await,
         Some(Command::Top { target, count }) => return report::top(target, *count).await,
@@ -116,7 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(&cli)?;
     let ports = settings.ports.clone();
     let config = settings.datapath;
-    let ifaces = loader::resolve_interfaces(&settings.ifaces)?;
+    let ifaces = attach::resolve_interfaces(&settings.ifaces)?;
     let xdp_mode = settings.xdp_mode;
     // Locks the interfaces and finds what an earlier synguard left to adopt.
     let mut lifecycle =
@@ -124,7 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Before the datapath is touched (after the locks, so a second synguard on the interface
     // fails on its lock): a taken port fails the start-up cleanly.
     let metrics_listener = match settings.metrics_addr {
-        MetricsAddr::Listen(addr) => Some(metrics::bind(addr).await.with_context(|| {
+        MetricsAddr::Listen(addr) => Some(server::bind(addr).await.with_context(|| {
             format!("listening for metrics on {addr} (--metrics-addr ADDR, or none)")
         })?),
         MetricsAddr::None => None,
@@ -157,7 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(listener) = metrics_listener {
         info!("metrics at http://{}/metrics", listener.local_addr()?);
         let reader = MapReader::of_maps(program, datapath.map_views()?)?;
-        metrics::spawn(listener, Exporter::new(reader, &names));
+        server::spawn(listener, Exporter::new(reader, &names));
     }
     info!(
         "synguard ready: XDP on {} ({xdp_mode} mode), protecting TCP ports {ports}, syncookies {}",

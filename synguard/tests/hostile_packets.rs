@@ -13,9 +13,9 @@ use aya::programs::ProgramError;
 use clap::Parser as _;
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use synguard::cli::Cli;
-use synguard::config::Settings;
-use synguard::datapath::DatapathState;
+use synguard::datapath::maps::DatapathState;
+use synguard::settings::cli::Cli;
+use synguard::settings::merge::Settings;
 use synguard_common::{Counter, DatapathConfig, SyncookieMode};
 
 use support::bench::{Bench, running_as_root};

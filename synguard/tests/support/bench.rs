@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use aya::programs::{ProgramError, TestRun, TestRunOptions};
-use synguard::counters::CounterTotals;
-use synguard::datapath::DatapathState;
-use synguard::loader::Datapath;
-use synguard::ports::PortSet;
+use synguard::datapath::counters::CounterTotals;
+use synguard::datapath::load::Datapath;
+use synguard::datapath::maps::DatapathState;
+use synguard::settings::ports::PortSet;
 use synguard_common::{Counter, DatapathConfig};
 
 use super::model::{Action, CookieBook, Expectation, Policy};

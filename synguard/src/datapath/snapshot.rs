@@ -1,7 +1,7 @@
 //! Read-only views of the datapath's maps, the one reading path of every observability output:
 //! the daemon's stats log lines and `/metrics`, and `synguard stats` / `synguard top`, which
 //! run beside the daemon and read the same maps through its pinned XDP link, or without pins
-//! through the program attached to its interface ([`crate::attached`]).
+//! through the program attached to its interface (`attached`).
 //!
 //! A [`MapReader`] holds its own file descriptors for the maps of one loaded XDP program
 //! (found by the program's id), so readers never borrow from, or lock against, the daemon's
@@ -21,14 +21,13 @@ use nix::time::{ClockId, clock_gettime};
 use synguard_common::{
     Counter, DatapathConfig, MAP_CONFIG, MAP_COOKIE_PORTS, MAP_COUNTERS, MAP_POLICY4, MAP_POLICY6,
     MAP_PORT_LOAD, MAP_PORTS, MAP_SOURCES, PORT_BITMAP_WORDS, PortLoad, SourceKey, SourceState,
-    SyncookieMode,
 };
 use thiserror::Error;
 
-use crate::counters::CounterTotals;
-use crate::pins::PinDir;
-use crate::ports::PortSet;
-use crate::privileges;
+use crate::datapath::counters::CounterTotals;
+use crate::datapath::pins::PinDir;
+use crate::kernel::privileges;
+use crate::settings::ports::PortSet;
 
 #[derive(Debug, Error)]
 pub enum ReadError {
@@ -160,15 +159,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// `off`, `auto` or `always`.
-    pub fn syncookies(&self) -> &'static str {
-        match self.config.syncookies {
-            m if m == SyncookieMode::Off as u8 => "off",
-            m if m == SyncookieMode::Auto as u8 => "auto",
-            _ => "always",
-        }
-    }
-
     /// `cookies` or `kernel`: who answers the port's SYNs now.
     pub fn port_mode(&self, port: u16) -> &'static str {
         if self.cookie_ports.contains(port) {
@@ -294,8 +284,8 @@ impl MapReader {
         Self::of_maps(program, found)
     }
 
-    /// The maps of the loaded program with id `program`, given by name (see
-    /// [`Datapath::map_views`](crate::loader::Datapath::map_views)).
+    /// The maps of the loaded program with id `program`, given by name (the daemon's own
+    /// descriptors: `Datapath::map_views`).
     pub fn of_maps(program: u32, mut found: BTreeMap<String, MapData>) -> Result<Self, ReadError> {
         let mut take = |name: &'static str| -> Result<(Map, u32), ReadError> {
             let data = found

@@ -1,14 +1,14 @@
 //! Periodic log lines from the datapath's per-CPU counters, and a summary of the sources
 //! blocked since the last line (no per-packet or per-source logging).
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::time::Instant;
 
-use synguard_common::Counter;
+use synguard_common::{Counter, SyncookieMode};
 use tracing::{info, warn};
 
-use crate::counters::CounterTotals;
-use crate::snapshot::{MapReader, ReadError, monotonic_ns};
+use crate::datapath::counters::CounterTotals;
+use crate::datapath::snapshot::{MapReader, ReadError, monotonic_ns};
 
 /// How many blocked sources a block summary names.
 const BLOCK_SUMMARY_TOP: usize = 5;
@@ -42,7 +42,7 @@ impl Stats {
 
     /// The `systemctl status` line: the SYN-cookie mode and the main totals as of the last
     /// read.
-    pub fn status(&self, mode: impl fmt::Display) -> String {
+    pub fn status(&self, mode: SyncookieMode) -> String {
         let totals: Vec<String> = STATUS_COUNTERS
             .iter()
             .map(|&counter| format!("{}={}", counter.name(), self.last[counter]))

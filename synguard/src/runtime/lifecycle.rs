@@ -1,6 +1,6 @@
 //! What makes a restart gapless and a crash harmless, around the daemon's start-up steps:
-//! the per-interface locks, the pins ([`crate::pins`]) and the state file
-//! ([`crate::state`]) an earlier synguard left, which this run adopts.
+//! the per-interface locks, the pins ([`crate::datapath::pins`]) and the state file
+//! ([`crate::runtime::state`]) an earlier synguard left, which this run adopts.
 //!
 //! Order in `main`: [`Lifecycle::begin`] (pins, locks, earlier state), load with
 //! [`Lifecycle::map_pins`], [`Lifecycle::install_table`], [`Lifecycle::sysctls`] and set them,
@@ -12,14 +12,15 @@ use anyhow::{Context as _, bail};
 use synguard_common::DatapathConfig;
 use tracing::{info, warn};
 
-use crate::cli::XdpMode;
-use crate::config::OnExit;
-use crate::loader::{self, Attachments, Interface};
-use crate::nft::SynproxyTable;
-use crate::pins::{MapPins, PinDir};
-use crate::ports::PortSet;
-use crate::state::{AttachState, IfaceLock, lock_all};
-use crate::sysctl::SysctlGuard;
+use crate::datapath::attach::{Attachments, Interface};
+use crate::datapath::load;
+use crate::datapath::pins::{MapPins, PinDir};
+use crate::kernel::nft::table::SynproxyTable;
+use crate::kernel::sysctl::SysctlGuard;
+use crate::runtime::state::{AttachState, IfaceLock, lock_all};
+use crate::settings::ports::PortSet;
+use crate::settings::values::OnExit;
+use synguard_common::XdpMode;
 
 /// Why `--on-exit keep` is refused without pins, and how to get them.
 const KEEP_NEEDS_PINS: &str = "--on-exit keep (config on_exit = \"keep\") needs restart-safe pins, but /sys/fs/bpf is not a BPF filesystem here (`ip netns exec` remounts /sys): mount one outside /sys (`mkdir -p /run/synguard-bpf && mount -t bpf bpf /run/synguard-bpf`) and pass --pin-dir /run/synguard-bpf, or use --on-exit remove";
@@ -103,13 +104,13 @@ impl Lifecycle {
         self.pins.as_ref()
     }
 
-    /// Which state maps to adopt or pin, for [`loader::Datapath::load_pinned`].
+    /// Which state maps to adopt or pin, for [`load::Datapath::load_pinned`].
     pub fn map_pins(&mut self) -> anyhow::Result<MapPins> {
         let Some(pins) = &self.pins else {
             return Ok(MapPins::default());
         };
         let names: Vec<&str> = self.ifaces.iter().map(String::as_str).collect();
-        let pins = pins.prepare(&names, &loader::object()?)?;
+        let pins = pins.prepare(&names, &load::object()?)?;
         self.made_pins = !pins.adopted();
         if pins.adopted() {
             info!(

@@ -1,6 +1,6 @@
 //! `synguard stats` and `synguard top`: the maps of a running synguard, read directly (no
 //! daemon involvement) through its pins, or without pins through the program attached to its
-//! interface ([`crate::attached`]), as tables for a terminal or, for `stats --json`, one JSON
+//! interface ([`crate::datapath::attached`]), as tables for a terminal or, for `stats --json`, one JSON
 //! object per reading (schema [`STATS_SCHEMA`], documented in the README).
 
 use std::collections::BTreeMap;
@@ -12,10 +12,10 @@ use std::time::Duration;
 use serde::Serialize;
 use synguard_common::Counter;
 
-use crate::attached;
-use crate::cli::ReadTarget;
-use crate::pins::{DEFAULT_PIN_DIR, PinDir};
-use crate::snapshot::{Interval, MapReader, ReadError, Snapshot, Source, monotonic_ns};
+use crate::datapath::attached;
+use crate::datapath::pins::{DEFAULT_PIN_DIR, PinDir};
+use crate::datapath::snapshot::{Interval, MapReader, ReadError, Snapshot, Source, monotonic_ns};
+use crate::settings::cli::ReadTarget;
 
 /// Version of the `synguard stats --json` schema; raised only for incompatible changes.
 pub const STATS_SCHEMA: u32 = 1;
@@ -134,7 +134,7 @@ impl StatsJson {
             schema: STATS_SCHEMA,
             iface: iface.to_owned(),
             interval_seconds: interval.seconds(),
-            syncookies: s.syncookies(),
+            syncookies: s.config.syncookie_mode().as_str(),
             protected_ports: s.protected.to_string(),
             cookie_ports: s.cookie_ports.to_string(),
             counters: Counter::ALL
@@ -198,7 +198,7 @@ fn stats_table(iface: &str, interval: Interval<'_>) -> String {
     let _ = writeln!(
         out,
         "synguard on {iface}: syncookies {}, protected ports {}, answered with cookies now: {cookies}; rates over {:.1}s",
-        s.syncookies(),
+        s.config.syncookie_mode(),
         s.protected,
         interval.seconds()
     );
@@ -360,9 +360,9 @@ mod tests {
     use synguard_common::{DatapathConfig, PortLoad, SourceKey, SourceState};
 
     use super::*;
-    use crate::counters::CounterTotals;
-    use crate::ports::PortSet;
-    use crate::snapshot::MapUse;
+    use crate::datapath::counters::CounterTotals;
+    use crate::datapath::snapshot::MapUse;
+    use crate::settings::ports::PortSet;
 
     fn snapshot(taken: Instant, packets: u64, cookies_sent: u64) -> Snapshot {
         let mut counters = CounterTotals::zero();

@@ -17,7 +17,7 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
-use crate::netlink::DumpSocket;
+use crate::kernel::netlink::DumpSocket;
 
 /// `/proc/net/netstat` TcpExt counters that rise when a listener's queue is full:
 /// accept-queue overflows, every listen drop, and SYN-queue overflows the kernel answered

@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 use netlink_packet_sock_diag::inet::StateFlags;
 use tracing::{info, warn};
 
-use crate::datapath::{DatapathMaps, PortBacklog};
-use crate::kernel_view::{self, SockDiag};
-use crate::loader::LoaderError;
-use crate::ports::PortSet;
+use crate::datapath::error::LoaderError;
+use crate::datapath::maps::{DatapathMaps, PortBacklog};
+use crate::kernel::kernel_view::{self, SockDiag};
+use crate::settings::ports::PortSet;
 
 /// How often the controller looks.
 pub const TICK: Duration = Duration::from_millis(100);

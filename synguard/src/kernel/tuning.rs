@@ -10,8 +10,8 @@
 //! switches a port to XDP: the kernel's cookie SYN-ACKs then work too (XDP passes their
 //! ACKs after checking the cookie with the same kernel secret).
 
-use crate::config::KernelTuning;
-use crate::sysctl::{self, SysctlError, SysctlGuard};
+use crate::kernel::sysctl::{self, SysctlError, SysctlGuard};
+use crate::settings::values::KernelTuning;
 use tracing::info;
 
 const SYNCOOKIES: &str = "net.ipv4.tcp_syncookies";

@@ -1,15 +1,15 @@
 //! Command line: what to protect and how the SYN-ACKs look.
 
-use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use ipnet::IpNet;
-use serde::Deserialize;
+use synguard_common::{SyncookieMode, XdpMode};
 
-use crate::config::{OnExit, Syncookies, bounds, parse_cidr};
-use crate::metrics::MetricsAddr;
+use crate::settings::policy::parse_cidr;
+use crate::settings::ports::parse_port_range;
+use crate::settings::values::{MetricsAddr, OnExit, bounds};
 
 /// XDP SYN-flood guard: answers SYNs to the protected ports with SYN cookies in XDP and lets
 /// nftables synproxy open the real connection once the client's ACK proves the cookie.
@@ -71,7 +71,7 @@ pub struct Cli {
     /// (XDP), `auto` (the kernel until a port's half-open estimate exceeds
     /// --max-syn-backlog, then XDP until it stayed below for --cooldown). [default: auto]
     #[arg(long, value_enum)]
-    pub syncookies: Option<Syncookies>,
+    pub syncookies: Option<SyncookieMode>,
 
     /// Auto-mode threshold: SYNs per port that the kernel got but saw no handshake complete
     /// for, over one second; also `net.ipv4.tcp_max_syn_backlog` with --tune-kernel.
@@ -207,55 +207,6 @@ pub struct ReadTarget {
     pub watch: Option<u32>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// Driver (native) XDP.
-    Native,
-    /// Generic XDP in the kernel's receive path.
-    Skb,
-}
-
-impl fmt::Display for XdpMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Native => "native",
-            Self::Skb => "skb",
-        })
-    }
-}
-
-/// One item of `--ports`: `P` or `LO-HI`, 1 ≤ port ≤ 65535.
-pub(crate) fn parse_port_range(item: &str) -> Result<RangeInclusive<u16>, String> {
-    let item = item.trim();
-    let (lo, hi) = match item.split_once('-') {
-        Some((lo, hi)) => (parse_port(lo)?, parse_port(hi)?),
-        None => {
-            let port = parse_port(item)?;
-            (port, port)
-        }
-    };
-    if lo > hi {
-        return Err(format!(
-            "port range {lo}-{hi} is reversed (write {hi}-{lo})"
-        ));
-    }
-    Ok(lo..=hi)
-}
-
-fn parse_port(text: &str) -> Result<u16, String> {
-    let text = text.trim();
-    // Parse wide so that 70000 is reported as out of range rather than as "not a number".
-    let port: u64 = text
-        .parse()
-        .map_err(|_| format!("`{text}` is not a port number"))?;
-    match port {
-        0 => Err("port 0 cannot be protected (ports are 1-65535)".to_owned()),
-        1..=65535 => Ok(port as u16),
-        _ => Err(format!("port {port} is out of range (ports are 1-65535)")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,7 +237,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.ifaces, ["a", "b"]);
-        let set = crate::ports::PortSet::new(&cli.ports);
+        let set = crate::settings::ports::PortSet::new(&cli.ports);
         assert_eq!(set.to_string(), "80-81,443,8000-8101");
         assert_eq!(set.ports().count(), 2 + 1 + 102);
     }
@@ -302,6 +253,19 @@ mod tests {
         ] {
             let err = parse(&["--iface", "a", "--ports", value]).unwrap_err();
             assert!(err.to_string().contains(reason), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn modes_are_spelt_as_they_print() {
+        use clap::ValueEnum as _;
+        let name =
+            |value: Option<clap::builder::PossibleValue>| value.unwrap().get_name().to_owned();
+        for mode in SyncookieMode::ALL {
+            assert_eq!(name(mode.to_possible_value()), mode.to_string());
+        }
+        for mode in XdpMode::ALL {
+            assert_eq!(name(mode.to_possible_value()), mode.to_string());
         }
     }
 

@@ -14,10 +14,11 @@ use synguard_common::{
     MAP_PORTS, POLICY_DEFAULT_ENTRIES, PORT_BITMAP_WORDS, PortLoad, SyncookieMode,
 };
 
-use crate::config::{PolicyList, Settings, Syncookies};
-use crate::loader::{LoaderError, check_len, map_error, typed_map};
-use crate::ports::PortSet;
-use crate::snapshot::sum_port_load;
+use crate::datapath::error::{LoaderError, check_len, map_error, typed_map};
+use crate::datapath::snapshot::sum_port_load;
+use crate::settings::merge::Settings;
+use crate::settings::policy::PolicyList;
+use crate::settings::ports::PortSet;
 
 /// Running totals of one port's half-open connections, as the datapath counts them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,22 +34,17 @@ pub struct PortBacklog {
 pub struct DatapathState {
     pub config: DatapathConfig,
     pub ports: PortSet,
-    pub syncookies: Syncookies,
+    pub syncookies: SyncookieMode,
     pub policy: PolicyList,
 }
 
 impl DatapathState {
     /// `ports` with `config` (its `syncookies` mode) and no policy.
     pub fn new(config: DatapathConfig, ports: PortSet) -> Self {
-        let syncookies = match config.syncookies {
-            m if m == SyncookieMode::Off as u8 => Syncookies::Off,
-            m if m == SyncookieMode::Auto as u8 => Syncookies::Auto,
-            _ => Syncookies::Always,
-        };
         Self {
+            syncookies: config.syncookie_mode(),
             config,
             ports,
-            syncookies,
             policy: PolicyList::default(),
         }
     }
@@ -82,8 +78,8 @@ pub struct DatapathMaps {
 }
 
 impl DatapathMaps {
-    /// Every map with its name (see [`Datapath::map_views`](crate::loader::Datapath::map_views)).
-    pub(crate) fn named(&self) -> [(&'static str, &MapData); 6] {
+    /// Every map with its name (see `Datapath::map_views`).
+    pub(super) fn named(&self) -> [(&'static str, &MapData); 6] {
         [
             (MAP_CONFIG, self.config.map()),
             (self.ports.name, self.ports.map.map()),
@@ -94,7 +90,7 @@ impl DatapathMaps {
         ]
     }
 
-    pub(crate) fn take(ebpf: &mut Ebpf) -> Result<Self, LoaderError> {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, LoaderError> {
         let config: Array<MapData, DatapathConfig> =
             typed_map(ebpf.take_map(MAP_CONFIG), MAP_CONFIG)?;
         check_len(MAP_CONFIG, config.len(), 1)?;
@@ -126,9 +122,9 @@ impl DatapathMaps {
             .set(0, config, 0)
             .map_err(|e| map_error(MAP_CONFIG, e))?;
         let cookies: Vec<u16> = match state.syncookies {
-            Syncookies::Off => Vec::new(),
-            Syncookies::Always => state.ports.ports().collect(),
-            Syncookies::Auto => auto_cookies.to_vec(),
+            SyncookieMode::Off => Vec::new(),
+            SyncookieMode::Always => state.ports.ports().collect(),
+            SyncookieMode::Auto => auto_cookies.to_vec(),
         };
         self.cookie_ports.write(&cookies)?;
         self.ports.write(&state.ports.ports().collect::<Vec<_>>())

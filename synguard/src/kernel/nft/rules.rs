@@ -1,19 +1,13 @@
-//! synguard's own nftables table: untracked SYNs and cookie ACKs go to synproxy, which opens
-//! the real connection to the local listener.
-//!
-//! Built with the `nftables` crate's JSON schema and applied by `nft -j -f -` as one atomic
-//! transaction: either the whole table exists or none of it does.
+//! synguard's nftables table as the `nftables` crate's JSON schema: the whole table, the batch
+//! that updates it, and the table's JSON as `nft -j` takes it.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::io::{self, Write as _};
-use std::process::{Command, Stdio};
 
 use nftables::expr::{
     BinaryOperation, CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression,
     Payload, PayloadField, Range,
 };
-use nftables::helper::{self, NftablesError};
 use nftables::schema::{
     Chain, Element, FlushObject, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag,
     SetType, SetTypeValue, Table,
@@ -22,224 +16,19 @@ use nftables::stmt::{Match, Operator, Statement, SynProxy};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, SynProxyFlag};
 use serde_json::Value;
 use synguard_common::DatapathConfig;
-use thiserror::Error;
-use tracing::{info, warn};
 
-use crate::ports::PortSet;
+use crate::settings::ports::PortSet;
 
-/// Found through PATH, like the `nftables` crate does.
-const NFT: &str = "nft";
-const TABLE: &str = "synguard";
+pub(super) const TABLE: &str = "synguard";
 const FAMILY: NfFamily = NfFamily::INet;
 const PORTS_SET: &str = "ports";
-/// When nft fails here with ENOENT or EOPNOTSUPP, a kernel feature is missing.
-const INSTALLING: &str = "installing the synguard table";
 const PRIO_RAW: i32 = -300;
 const PRIO_FILTER: i32 = 0;
-
-#[derive(Debug, Error)]
-pub enum NftError {
-    #[error(
-        "the `nft` command was not found in PATH: install nftables (nft 0.9.3 or newer, with JSON support)"
-    )]
-    NftMissing,
-    #[error("running `nft`")]
-    Exec(#[source] io::Error),
-    #[error(
-        "table `inet {TABLE}` already exists: another synguard is running in this network namespace, or one crashed and left it behind (remove it with `nft delete table inet {TABLE}`)"
-    )]
-    TableExists,
-    #[error("nft failed while {doing}: {stderr}{hint}")]
-    Failed {
-        doing: &'static str,
-        stderr: String,
-        hint: &'static str,
-    },
-    #[error("unexpected output from `nft -j`")]
-    Output(#[source] NftablesError),
-}
-
-/// The installed table; dropping it deletes the table (logging, not failing, on error).
-pub struct SynproxyTable {
-    installed: bool,
-}
-
-impl SynproxyTable {
-    /// Creates `table inet synguard`. Fails, without touching it, if the table already exists:
-    /// replacing another instance's table would break that instance.
-    pub fn install(ports: &PortSet, config: &DatapathConfig) -> Result<Self, NftError> {
-        if table_exists()? {
-            return Err(NftError::TableExists);
-        }
-        apply(&ruleset(ports, config), INSTALLING)?;
-        info!("nftables table inet {TABLE} installed (synproxy on ports {ports})");
-        Ok(Self { installed: true })
-    }
-
-    /// Replaces the table an earlier synguard left in place (`--on-exit keep`, a crash) in one
-    /// transaction, so the hand-off never stops; creates it if it is gone. Unlike
-    /// [`Self::install`], dropping the result leaves the table: a failed start must not take
-    /// away the earlier process's protection.
-    pub fn replace(ports: &PortSet, config: &DatapathConfig) -> Result<Self, NftError> {
-        let mut objects = vec![
-            NfObject::CmdObject(NfCmd::Add(NfListObject::Table(table()))),
-            NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(table()))),
-        ];
-        objects.extend(ruleset(ports, config).objects.iter().cloned());
-        let batch = Nftables {
-            objects: objects.into(),
-        };
-        apply(&batch, INSTALLING)?;
-        info!("nftables table inet {TABLE} replaced (synproxy on ports {ports})");
-        Ok(Self { installed: false })
-    }
-
-    /// Brings the table to new ports and synproxy options (reload), atomically.
-    pub fn update(&self, ports: &PortSet, config: &DatapathConfig) -> Result<(), NftError> {
-        apply(&update_batch(ports, config), "updating the synguard table")?;
-        info!("nftables table inet {TABLE} updated (synproxy on ports {ports})");
-        Ok(())
-    }
-
-    /// Installs the table again, with `ports` and `config`, if it is gone (deleted from
-    /// outside). Returns whether it had to.
-    pub fn restore_if_missing(
-        &self,
-        ports: &PortSet,
-        config: &DatapathConfig,
-    ) -> Result<bool, NftError> {
-        if table_exists()? {
-            return Ok(false);
-        }
-        apply(&ruleset(ports, config), INSTALLING)?;
-        Ok(true)
-    }
-
-    /// Leaves the table in place (`--on-exit keep`).
-    pub fn keep(mut self) {
-        self.installed = false;
-    }
-
-    /// Deletes the table. Succeeds if someone else already deleted it.
-    pub fn remove(mut self) -> Result<(), NftError> {
-        self.installed = false;
-        delete_table()
-    }
-}
-
-impl Drop for SynproxyTable {
-    fn drop(&mut self) {
-        if self.installed
-            && let Err(e) = delete_table()
-        {
-            warn!("could not delete nftables table inet {TABLE}: {e}");
-        }
-    }
-}
-
-/// Deletes `table inet synguard` (`synguard detach`); succeeds if it is already gone.
-pub fn delete_table() -> Result<(), NftError> {
-    let delete = Nftables {
-        objects: vec![NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(
-            table(),
-        )))]
-        .into(),
-    };
-    match apply(&delete, "deleting the synguard table") {
-        Ok(()) => {
-            info!("nftables table inet {TABLE} deleted");
-            Ok(())
-        }
-        Err(_) if !table_exists()? => {
-            warn!("nftables table inet {TABLE} was already gone");
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
-}
-
-fn table_exists() -> Result<bool, NftError> {
-    let listed = helper::get_current_ruleset_with_args(Some(NFT), ["list", "tables", "inet"])
-        .map_err(|e| nft_error(e, "listing tables"))?;
-    Ok(listed.objects.iter().any(
-        |object| matches!(object, NfObject::ListObject(NfListObject::Table(t)) if t.name == TABLE),
-    ))
-}
-
-/// Runs `nft -j -f -` with the batch on stdin. Not `helper::apply_ruleset`: in nftables
-/// 0.6.3 it leaves nft's stderr attached to ours and reports an empty message, so the
-/// daemon could neither keep its error on one line nor say why nft refused.
-fn apply(ruleset: &Nftables<'_>, doing: &'static str) -> Result<(), NftError> {
-    let json = to_nft_json(ruleset).to_string();
-    let mut child = Command::new(NFT)
-        .args(["-j", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(exec_error)?;
-    let written = child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(json.as_bytes());
-    // Wait even if the write failed, so no zombie is left; nft's exit status explains more
-    // than a broken pipe.
-    let output = child.wait_with_output().map_err(exec_error)?;
-    if !output.status.success() {
-        return Err(failed(doing, &String::from_utf8_lossy(&output.stderr)));
-    }
-    written.map_err(exec_error)
-}
-
-fn exec_error(err: io::Error) -> NftError {
-    if err.kind() == io::ErrorKind::NotFound {
-        NftError::NftMissing
-    } else {
-        NftError::Exec(err)
-    }
-}
-
-/// nft's only error channel is its text; the hints name the usual causes.
-fn failed(doing: &'static str, stderr: &str) -> NftError {
-    let hint = if stderr.contains("Operation not permitted") {
-        " (run as root or with CAP_NET_ADMIN)"
-    } else if doing == INSTALLING
-        && (stderr.contains("No such file or directory")
-            || stderr.contains("Operation not supported"))
-    {
-        " (the kernel may lack nftables synproxy or conntrack support: nft_synproxy, nft_ct, nf_conntrack)"
-    } else {
-        ""
-    };
-    NftError::Failed {
-        doing,
-        stderr: one_line(stderr),
-        hint,
-    }
-}
-
-fn nft_error(err: NftablesError, doing: &'static str) -> NftError {
-    match err {
-        NftablesError::NftExecution { inner, .. } => exec_error(inner),
-        NftablesError::NftFailed { stderr, .. } => failed(doing, &stderr),
-        other => NftError::Output(other),
-    }
-}
-
-/// nft prints multi-line diagnostics; the daemon's errors are one line.
-fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
 
 /// Serializes for `nft -j`, fixing nftables 0.6.3's `Statement::Notrack`, which serializes
 /// as the bare string `"notrack"` where nft expects `{"notrack": null}` (nft rejects the
 /// string: "Unexpected expr array element of type string, expected object").
-fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
+pub(super) fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
     let mut json = serde_json::to_value(ruleset).expect("nftables schema types serialize");
     if let Some(objects) = json.get_mut("nftables").and_then(Value::as_array_mut) {
         for object in objects {
@@ -305,7 +94,7 @@ fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
 /// away from it. It is the only locally generated packet to a protected port with a foreign
 /// source address and ACK alone; it comes back in on `lo`, hence the loopback exemptions, which
 /// also leave host-local clients to the plain stack (conntrack as usual).
-fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
+pub(super) fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
     let add = |object| NfObject::CmdObject(NfCmd::Add(object));
     let mut objects = vec![
         // `create` fails if the table appeared since `table_exists`, rather than merging.
@@ -335,7 +124,7 @@ fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
 /// The batch that brings an installed table to new ports and synproxy options in one
 /// transaction: the set's elements and the input chain's rules are replaced, the table and its
 /// chains stay (no moment without protection).
-fn update_batch(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
+pub(super) fn update_batch(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
     let mut objects = vec![
         NfObject::CmdObject(NfCmd::Flush(FlushObject::Set(Box::new(ports_set())))),
         NfObject::CmdObject(NfCmd::Add(NfListObject::Element(Element {
@@ -353,6 +142,29 @@ fn update_batch(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
     );
     Nftables {
         objects: objects.into(),
+    }
+}
+
+/// The batch that replaces a table left in place by an earlier synguard in one transaction
+/// (adding it first makes the delete succeed when it is gone).
+pub(super) fn replace_batch(ports: &PortSet, config: &DatapathConfig) -> Nftables<'static> {
+    let mut objects = vec![
+        NfObject::CmdObject(NfCmd::Add(NfListObject::Table(table()))),
+        NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(table()))),
+    ];
+    objects.extend(ruleset(ports, config).objects.iter().cloned());
+    Nftables {
+        objects: objects.into(),
+    }
+}
+
+/// `delete table inet synguard`
+pub(super) fn delete_batch() -> Nftables<'static> {
+    Nftables {
+        objects: vec![NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(
+            table(),
+        )))]
+        .into(),
     }
 }
 
@@ -629,15 +441,5 @@ mod tests {
             json!(1400)
         );
         assert!(!json.to_string().contains("delete"));
-    }
-
-    #[test]
-    fn nft_errors_become_one_line() {
-        assert_eq!(
-            one_line(
-                "Error: Could not process rule: No such file or directory\n\nadd rule ...\n   ^^^\n"
-            ),
-            "Error: Could not process rule: No such file or directory | add rule ... | ^^^"
-        );
     }
 }

@@ -19,8 +19,8 @@ use netlink_packet_sock_diag::inet::StateFlags;
 use std::os::fd::AsFd as _;
 use synguard_common::{PEER_LINES, PeerLine, TupleWords, peer_mark};
 
-use crate::kernel_view::{Connection, SockDiag};
-use crate::ports::PortSet;
+use crate::kernel::kernel_view::{Connection, SockDiag};
+use crate::settings::ports::PortSet;
 
 /// How often the kernel's sockets are marked again: well inside a mark's life (137 s).
 pub const SEED_PERIOD: Duration = Duration::from_secs(30);

@@ -1,6 +1,6 @@
 //! A netlink socket that sends one dump request and hands over each message of the
-//! multi-part answer: the sock_diag socket dumps ([`crate::kernel_view`]) and the link dump
-//! ([`crate::attached`]) share it.
+//! multi-part answer: the sock_diag socket dumps (`kernel_view`) and the link dump
+//! (`datapath::attached`) share it.
 
 use std::fmt::Debug;
 use std::io;

@@ -1,32 +1,20 @@
-//! `/metrics` in the Prometheus (OpenMetrics) text format, on `--metrics-addr`.
+//! What a scrape of `/metrics` says. Every scrape reads the datapath's maps ([`MapReader`])
+//! and the kernel's view of the daemon's network namespace ([`crate::kernel::kernel_view`])
+//! afresh, so the counters are never older than the scrape. Only the per-port half-open
+//! estimates need two readings: a sampler reads `SG_PORT_LOAD` every `server::SAMPLE_PERIOD`
+//! and the scrape reports the growth between its last two readings, per second.
 //!
-//! Every scrape reads the datapath's maps ([`MapReader`]) and the kernel's view of the
-//! daemon's network namespace ([`crate::kernel_view`]) afresh, on a blocking thread, so the
-//! counters are never older than the scrape. Only the per-port half-open estimates need two
-//! readings: a sampler reads `SG_PORT_LOAD` every [`SAMPLE_PERIOD`] and the scrape reports the
-//! growth between its last two readings, per second.
-//!
-//! The exposition is OpenMetrics when the scraper asks for it (Prometheus does), else the
-//! classic Prometheus text format (curl, `promtool check metrics`): the same samples, with
-//! counter families named with their `_total` and no `# EOF`.
+//! The exposition is OpenMetrics; [`prometheus_text`] turns it into the classic Prometheus
+//! text format (the same samples, counter families named with their `_total`, no `# EOF`).
 //!
 //! Per-port series exist for protected ports that saw SYNs (an `SG_PORT_LOAD` entry) or have
 //! kernel sockets, never for every port of a range, so `--ports 1-65535` stays cheap.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
 use std::fmt;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::CONTENT_TYPE;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use netlink_packet_sock_diag::inet::StateFlags;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -36,53 +24,12 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use synguard_common::{Counter, PortLoad};
-use tokio::net::TcpListener;
+use synguard_common::{Counter, PortLoad, SyncookieMode};
 use tracing::{debug, warn};
 
-use crate::counters::verdict;
-use crate::kernel_view::{self, PortSockets, SockDiag, TCPEXT_EXPORTED};
-use crate::snapshot::{MapReader, ReadError, Snapshot, half_open};
-
-/// How often the sampler reads the per-port loads for the half-open estimates.
-pub const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// `--metrics-addr`: where `/metrics` listens, or `none`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetricsAddr {
-    Listen(SocketAddr),
-    None,
-}
-
-impl MetricsAddr {
-    pub const DEFAULT: Self = Self::Listen(SocketAddr::V4(std::net::SocketAddrV4::new(
-        std::net::Ipv4Addr::LOCALHOST,
-        9787,
-    )));
-
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        if text == "none" {
-            return Ok(Self::None);
-        }
-        text.parse().map(Self::Listen).map_err(|_| {
-            format!(
-                "`{text}` is neither an address with a port (127.0.0.1:9787, [::1]:9787) nor `none`"
-            )
-        })
-    }
-}
-
-impl fmt::Display for MetricsAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Listen(addr) => addr.fmt(f),
-            Self::None => f.write_str("none"),
-        }
-    }
-}
+use crate::datapath::counters::verdict;
+use crate::datapath::snapshot::{MapReader, ReadError, Snapshot, half_open};
+use crate::kernel::kernel_view::{self, PortSockets, SockDiag, TCPEXT_EXPORTED};
 
 type Loads = (Instant, BTreeMap<u16, PortLoad>);
 
@@ -110,7 +57,8 @@ impl Exporter {
         }
     }
 
-    fn sample(&self) {
+    /// Reads the per-port loads for the half-open estimates (the sampler).
+    pub(super) fn sample(&self) {
         match self.reader.port_loads() {
             Ok(loads) => {
                 let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
@@ -175,105 +123,10 @@ impl Exporter {
     }
 }
 
-/// Binds `addr` (at start-up, so a taken port is a start-up error).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
-/// Serves `/metrics` on `listener` and runs the sampler, both as tasks of the current runtime.
-pub fn spawn(listener: TcpListener, exporter: Exporter) {
-    let exporter = Arc::new(exporter);
-    let sampler = Arc::clone(&exporter);
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(SAMPLE_PERIOD);
-        loop {
-            ticks.tick().await;
-            sampler.sample();
-        }
-    });
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    warn!("metrics: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let exporter = Arc::clone(&exporter);
-            tokio::spawn(async move {
-                let service = service_fn(move |request| respond(request, Arc::clone(&exporter)));
-                if let Err(e) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    debug!("metrics: connection: {e}");
-                }
-            });
-        }
-    });
-}
-
-async fn respond(
-    request: Request<Incoming>,
-    exporter: Arc<Exporter>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reply = |status, content_type, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static(content_type),
-        );
-        Ok(response)
-    };
-    if request.uri().path() != "/metrics" {
-        return reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "synguard: metrics are at /metrics\n".into(),
-        );
-    }
-    if request.method() != Method::GET {
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "GET only\n".into(),
-        );
-    }
-    let openmetrics = request
-        .headers()
-        .get_all(hyper::header::ACCEPT)
-        .iter()
-        .any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.contains("application/openmetrics-text"))
-        });
-    // Map and socket reads are syscalls: keep them off the runtime's one thread.
-    match tokio::task::spawn_blocking(move || exporter.render()).await {
-        Ok(Ok(text)) if openmetrics => reply(StatusCode::OK, OPENMETRICS, text),
-        Ok(Ok(text)) => reply(StatusCode::OK, PROMETHEUS_TEXT, prometheus_text(&text)),
-        Ok(Err(e)) => {
-            warn!("metrics: {e}");
-            reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain",
-                format!("{e}\n"),
-            )
-        }
-        Err(e) => reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "text/plain",
-            format!("{e}\n"),
-        ),
-    }
-}
-
 /// OpenMetrics text as the classic Prometheus text format (0.0.4): a counter family's
 /// `# HELP` and `# TYPE` name its samples (`x_total`, not `x`), and there is no `# EOF`.
 /// The exposition has no units, exemplars or created timestamps, so nothing else differs.
-fn prometheus_text(openmetrics: &str) -> String {
+pub(super) fn prometheus_text(openmetrics: &str) -> String {
     let counters: BTreeSet<&str> = openmetrics
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
@@ -411,12 +264,12 @@ impl Collector for Scrape {
             e,
             "synguard_syncookies_mode",
             "The configured --syncookies mode (1 for the one in force).",
-            ["off", "auto", "always"]
+            SyncookieMode::ALL
                 .into_iter()
                 .map(|mode| {
                     (
-                        self.labels(&[("mode", mode)]),
-                        u64::from(s.syncookies() == mode),
+                        self.labels(&[("mode", mode.as_str())]),
+                        u64::from(s.config.syncookie_mode() == mode),
                     )
                 })
                 .collect(),
@@ -580,21 +433,10 @@ impl Collector for Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::CounterTotals;
-    use crate::ports::PortSet;
-    use crate::snapshot::MapUse;
+    use crate::datapath::counters::CounterTotals;
+    use crate::datapath::snapshot::MapUse;
+    use crate::settings::ports::PortSet;
     use synguard_common::DatapathConfig;
-
-    #[test]
-    fn addresses_and_none() {
-        assert_eq!(MetricsAddr::parse("none"), Ok(MetricsAddr::None));
-        assert_eq!(MetricsAddr::DEFAULT.to_string(), "127.0.0.1:9787");
-        assert_eq!(
-            MetricsAddr::parse("[::1]:9100").unwrap().to_string(),
-            "[::1]:9100"
-        );
-        assert!(MetricsAddr::parse("localhost").is_err());
-    }
 
     #[test]
     fn exposition_names_labels_and_values() {

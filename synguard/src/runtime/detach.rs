@@ -4,7 +4,7 @@
 //! protected, the nftables table and the sysctls it changed (restored to their values from
 //! before the first attach).
 //!
-//! The lock and state files are per network namespace (see [`crate::state`]): `detach` acts on
+//! The lock and state files are per network namespace (see [`crate::runtime::state`]): `detach` acts on
 //! the interface of that name in the namespace it runs in.
 
 use std::path::{Path, PathBuf};
@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use tracing::info;
 
-use crate::nft;
-use crate::pins::{DEFAULT_PIN_DIR, PinDir};
-use crate::state::{AttachState, IfaceLock, RUN_DIR, current_netns, other_netns_with_state};
-use crate::sysctl::SysctlGuard;
+use crate::datapath::pins::{DEFAULT_PIN_DIR, PinDir};
+use crate::kernel::nft::table::delete_table;
+use crate::kernel::sysctl::SysctlGuard;
+use crate::runtime::state::{
+    AttachState, IfaceLock, RUN_DIR, current_netns, other_netns_with_state,
+};
 
 /// `pin_dir`: `--pin-dir`; without it the directory recorded in the state file, else the
 /// default.
@@ -59,7 +61,7 @@ pub fn detach(iface: &str, pin_dir: Option<&Path>) -> anyhow::Result<()> {
         );
     } else {
         if state.nft_table {
-            nft::delete_table().context("deleting the nftables table")?;
+            delete_table().context("deleting the nftables table")?;
         }
         SysctlGuard::adopt(state.sysctls)
             .restore()

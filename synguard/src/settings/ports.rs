@@ -1,4 +1,4 @@
-//! The set of protected TCP ports.
+//! The set of protected TCP ports, and how `--ports` and the `ports` key spell its items.
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -52,6 +52,37 @@ impl fmt::Display for PortSet {
             }
         }
         Ok(())
+    }
+}
+
+/// One item of `--ports`: `P` or `LO-HI`, 1 ≤ port ≤ 65535.
+pub fn parse_port_range(item: &str) -> Result<RangeInclusive<u16>, String> {
+    let item = item.trim();
+    let (lo, hi) = match item.split_once('-') {
+        Some((lo, hi)) => (parse_port(lo)?, parse_port(hi)?),
+        None => {
+            let port = parse_port(item)?;
+            (port, port)
+        }
+    };
+    if lo > hi {
+        return Err(format!(
+            "port range {lo}-{hi} is reversed (write {hi}-{lo})"
+        ));
+    }
+    Ok(lo..=hi)
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    let text = text.trim();
+    // Parse wide so that 70000 is reported as out of range rather than as "not a number".
+    let port: u64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a port number"))?;
+    match port {
+        0 => Err("port 0 cannot be protected (ports are 1-65535)".to_owned()),
+        1..=65535 => Ok(port as u16),
+        _ => Err(format!("port {port} is out of range (ports are 1-65535)")),
     }
 }
 

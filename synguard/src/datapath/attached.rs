@@ -13,8 +13,8 @@ use netlink_sys::protocols::NETLINK_ROUTE;
 use synguard_common::PROGRAM_NAME;
 use thiserror::Error;
 
-use crate::netlink::DumpSocket;
-use crate::snapshot::{ReadError, program_info};
+use crate::datapath::snapshot::{ReadError, program_info};
+use crate::kernel::netlink::DumpSocket;
 
 #[derive(Debug, Error)]
 pub enum FindError {

@@ -2,13 +2,15 @@
 
 use tracing::{error, info, warn};
 
-use crate::auto::AutoController;
-use crate::cli::Cli;
-use crate::config::{Settings, Syncookies};
-use crate::datapath::{DatapathMaps, DatapathState};
-use crate::nft::SynproxyTable;
-use crate::sysctl::SysctlGuard;
-use crate::tuning::tune_kernel;
+use crate::runtime::auto::AutoController;
+use crate::settings::cli::Cli;
+use synguard_common::SyncookieMode;
+
+use crate::datapath::maps::{DatapathMaps, DatapathState};
+use crate::kernel::nft::table::SynproxyTable;
+use crate::kernel::sysctl::SysctlGuard;
+use crate::kernel::tuning::tune_kernel;
+use crate::settings::merge::Settings;
 
 /// The settings in force and what acts on them while the daemon runs.
 pub struct Control {
@@ -23,7 +25,7 @@ impl Control {
     /// `settings` were loaded from `cli` and written into the datapath at load.
     pub fn new(cli: Cli, settings: Settings) -> Self {
         let state = DatapathState::of(&settings);
-        let auto = (settings.syncookies == Syncookies::Auto)
+        let auto = (settings.syncookies == SyncookieMode::Auto)
             .then(|| AutoController::new(settings.max_syn_backlog, settings.cooldown));
         Self {
             cli,
@@ -125,13 +127,13 @@ impl Control {
             table.update(&new.ports, &new.datapath)?;
         }
         match (&mut self.auto, new.syncookies) {
-            (Some(auto), Syncookies::Auto) => {
+            (Some(auto), SyncookieMode::Auto) => {
                 auto.reconfigure(new.max_syn_backlog, new.cooldown, &new.ports);
             }
-            (None, Syncookies::Auto) => {
+            (None, SyncookieMode::Auto) => {
                 self.auto = Some(AutoController::new(new.max_syn_backlog, new.cooldown));
             }
-            (_, Syncookies::Off | Syncookies::Always) => self.auto = None,
+            (_, SyncookieMode::Off | SyncookieMode::Always) => self.auto = None,
         }
         let cookies = self
             .auto

@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::bail;
 use tracing::{error, warn};
 
-use crate::config::Settings;
-use crate::loader::{Attachments, Interface};
-use crate::nft::SynproxyTable;
+use crate::datapath::attach::{Attachments, Interface};
+use crate::kernel::nft::table::SynproxyTable;
+use crate::settings::merge::Settings;
 
 /// How often the interfaces and the table are checked.
 pub const TICK: Duration = Duration::from_secs(2);
