@@ -1,7 +1,7 @@
 //! `cargo xtask bench --profile`: where the server's receive path spends its time on live
 //! traffic. `perf record` samples the server CPU for the length of each flood; the report,
 //! one line per symbol (the JIT-ed program and its subprograms appear as `bpf_prog_<tag>_<fn>`,
-//! helpers under their kernel names), is written next to results.json.
+//! helpers under their kernel names), is written next to results.json with the data file.
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,7 +34,8 @@ impl Profile {
         Ok(Self { perf, data })
     }
 
-    /// Stops sampling and writes `<label>.txt`, the samples by symbol; returns its path.
+    /// Stops sampling and writes `<label>.txt`, the samples by symbol, beside `<label>.data`;
+    /// returns its path.
     pub fn finish(mut self) -> Result<PathBuf> {
         // perf writes its data file on SIGINT.
         kill(Pid::from_raw(self.perf.id() as i32), Signal::SIGINT)?;
@@ -63,8 +64,8 @@ impl Profile {
         }
         let text = self.data.with_extension("txt");
         std::fs::write(&text, &report.stdout)?;
-        // The data file is large and the report says what it holds.
-        let _ = std::fs::remove_file(&self.data);
+        // The data file stays for `perf annotate -i`, which shows the hot instructions of the
+        // JIT-ed program as well.
         Ok(text)
     }
 }
