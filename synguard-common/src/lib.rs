@@ -37,11 +37,18 @@ pub const PORT_LOAD_MAX_ENTRIES: u32 = 65536;
 pub const MAP_SOURCES: &str = "SG_SOURCES";
 /// Default capacity of [`MAP_SOURCES`] (the daemon may set another at load).
 pub const SOURCES_DEFAULT_ENTRIES: u32 = 65536;
-/// `PerCpuArray<SketchLine>` with [`SKETCH_LINES`] slots: each CPU's count-min sketch of
-/// attempts (SYNs and invalid ACKs) per source prefix, in fixed memory. A source's attempts go
-/// to [`SKETCH_DEPTH`] cells of one line; its estimate is their minimum.
+/// `Array<SketchLine>` of [`sketch_entries`]: each CPU's count-min sketch of attempts (SYNs and
+/// invalid ACKs) per source prefix, in fixed memory, [`SKETCH_LINES`] lines a CPU, CPU after
+/// CPU. A source's attempts go to [`SKETCH_DEPTH`] cells of one line of its CPU's sketch; its
+/// estimate is their minimum. (Not a per-CPU array: its lookup loads the CPU's pointer to the
+/// line from a table first, a second cache miss per SYN on live traffic.)
 pub const MAP_SKETCH: &str = "SG_SKETCH";
 pub const SKETCH_LINES: u32 = 16384;
+
+/// Entries of [`MAP_SKETCH`] for `cpus` possible CPUs (the daemon sizes it at load).
+pub const fn sketch_entries(cpus: u32) -> u32 {
+    SKETCH_LINES.saturating_mul(cpus)
+}
 /// Cells of a source in its line (the sketch's rows).
 pub const SKETCH_DEPTH: usize = 2;
 /// A sketch cell: the window it was last written in (upper bits) and a decayed count.

@@ -33,8 +33,11 @@ pub static SOURCES: LruHashMap<SourceKey, SourceState> =
 #[map(name = "SG_BLOCKS")]
 pub static BLOCKS: Array<BlockLine> = Array::with_max_entries(BLOCK_LINES, 0);
 
+// Sized by the daemon: SKETCH_LINES per possible CPU. Mmapable for the layout, not for the
+// daemon: such an array's values start on a page, so each line is one cache line (a plain
+// array's start where its header ends, and a source's two cells could take two misses).
 #[map(name = "SG_SKETCH")]
-pub static SKETCH: PerCpuArray<SketchLine> = PerCpuArray::with_max_entries(SKETCH_LINES, 0);
+pub static SKETCH: Array<SketchLine> = Array::with_max_entries(SKETCH_LINES, BPF_F_MMAPABLE);
 
 // Mmapable: the daemon seeds marks with byte stores that race with the datapath's harmlessly
 // (a map update would rewrite the whole line and could lose a mark stored meanwhile).

@@ -1,10 +1,14 @@
 //! Each CPU's count-min sketch of attempts per source prefix: fixed memory that a spoofed
-//! source's SYN only reads and increments (one cache line of this CPU's, no allocation).
+//! source's SYN only reads and increments (one cache line of this CPU's part of the map, no
+//! allocation, no line another CPU writes).
 //!
 //! A cell holds the window it was last written in and a count that halves per window passed,
 //! so an estimate is a decayed rate of attempts, never below the source's true one on this
 //! CPU (count-min: other sources only add). [`MAP_SKETCH`](synguard_common::MAP_SKETCH).
-use synguard_common::{SKETCH_COUNT_BITS, SKETCH_COUNT_MAX, SKETCH_DEPTH, SKETCH_WINDOW_SHIFT};
+use aya_ebpf::helpers::generated::bpf_get_smp_processor_id;
+use synguard_common::{
+    SKETCH_COUNT_BITS, SKETCH_COUNT_MAX, SKETCH_DEPTH, SKETCH_LINES, SKETCH_WINDOW_SHIFT,
+};
 
 use crate::maps::SKETCH;
 
@@ -22,12 +26,13 @@ pub struct Cells {
 #[inline(always)]
 pub fn count(cells: &Cells, now: u64) -> u32 {
     let window = window(now);
-    let Some(line) = SKETCH.get_ptr_mut(cells.line) else {
+    let Some(line) = SKETCH.get_ptr_mut(this_cpus(cells.line)) else {
         return 0;
     };
     let mut estimate = COUNT_MASK;
     for &at in &cells.cells {
-        // SAFETY: this CPU's slot of a live per-CPU map value.
+        // SAFETY: a live map value in this CPU's part of the sketch: no other CPU writes it,
+        // and XDP runs with preemption disabled.
         let cell = unsafe { &mut (*line).cells[at & 15] };
         let count = (decayed(*cell, window) + 1).min(COUNT_MASK);
         *cell = (window << SKETCH_COUNT_BITS) | count;
@@ -40,7 +45,7 @@ pub fn count(cells: &Cells, now: u64) -> u32 {
 #[inline(always)]
 pub fn estimate(cells: &Cells, now: u64) -> u32 {
     let window = window(now);
-    let Some(line) = SKETCH.get(cells.line) else {
+    let Some(line) = SKETCH.get(this_cpus(cells.line)) else {
         return 0;
     };
     let mut estimate = COUNT_MASK;
@@ -48,6 +53,15 @@ pub fn estimate(cells: &Cells, now: u64) -> u32 {
         estimate = estimate.min(decayed(line.cells[at & 15], window));
     }
     estimate
+}
+
+/// The index of `line` of this CPU's sketch. (The array's bounds check refuses a CPU the
+/// daemon did not size it for.)
+#[inline(always)]
+fn this_cpus(line: u32) -> u32 {
+    // SAFETY: plain helper call (inlined by the JIT).
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    cpu.wrapping_mul(SKETCH_LINES).wrapping_add(line)
 }
 
 #[inline(always)]

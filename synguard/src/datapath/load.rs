@@ -9,8 +9,8 @@ use aya::maps::{HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray};
 use aya::programs::{ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use synguard_common::{
-    Counter, MAP_COUNTERS, MAP_PEERS, MAP_POLICY4, MAP_POLICY6, MAP_SOURCES, PROGRAM_NAME,
-    SourceKey, SourceState, TC_PROGRAM_NAME,
+    Counter, MAP_COUNTERS, MAP_PEERS, MAP_POLICY4, MAP_POLICY6, MAP_SKETCH, MAP_SOURCES,
+    PROGRAM_NAME, SourceKey, SourceState, TC_PROGRAM_NAME, sketch_entries,
 };
 use tracing::debug;
 
@@ -19,6 +19,7 @@ use crate::datapath::maps::{DatapathMaps, DatapathState};
 use crate::datapath::peers::PeerSeeder;
 use crate::datapath::pins::MapPins;
 use crate::kernel::privileges;
+use crate::settings::values::possible_cpus;
 
 /// The XDP object built by build.rs (aya-build), embedded so the daemon is one file.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/synguard"));
@@ -47,10 +48,12 @@ impl Datapath {
     /// their sizes may change between runs.
     pub fn load_pinned(state: &DatapathState, pins: &MapPins) -> Result<Self, LoaderError> {
         let mut loader = EbpfLoader::new();
-        // The policy tries are sized for the lists (with room to grow on reload).
+        // The policy tries are sized for the lists (with room to grow on reload), the sketch
+        // for the CPUs.
         loader
             .map_max_entries(MAP_POLICY4, state.policy_capacity(false))
-            .map_max_entries(MAP_POLICY6, state.policy_capacity(true));
+            .map_max_entries(MAP_POLICY6, state.policy_capacity(true))
+            .map_max_entries(MAP_SKETCH, sketch_entries(possible_cpus()));
         for (name, path) in &pins.sources {
             loader.map_pin_path(name, path.as_path());
         }

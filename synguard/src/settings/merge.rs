@@ -17,7 +17,7 @@ use crate::settings::error::{ConfigError, error};
 use crate::settings::file::FileConfig;
 use crate::settings::policy::{PolicyList, parse_cidr, read_cidr_file};
 use crate::settings::ports::PortSet;
-use crate::settings::values::{KernelTuning, MetricsAddr, OnExit, bounds, defaults};
+use crate::settings::values::{KernelTuning, MetricsAddr, OnExit, bounds, defaults, possible_cpus};
 
 /// Everything the daemon runs with, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,14 +227,6 @@ fn merge_policy(cli: &Cli, file: &FileConfig) -> Result<PolicyList, ConfigError>
         }
     }
     Ok(list)
-}
-
-/// CPUs the program may run on: each has its own sketch, and a source's SYNs spread over them.
-fn possible_cpus() -> u32 {
-    aya::util::nr_cpus()
-        .ok()
-        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-        .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]

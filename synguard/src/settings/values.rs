@@ -93,6 +93,14 @@ impl fmt::Display for MetricsAddr {
     }
 }
 
+/// CPUs the program may run on: each has its own sketch, and a source's SYNs spread over them.
+pub fn possible_cpus() -> u32 {
+    aya::util::nr_cpus()
+        .ok()
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
