@@ -119,11 +119,14 @@ fn release_binary() -> PathBuf {
 
 /// `cargo SUBCOMMAND --locked` as invoked (the `CARGO` cargo sets for `cargo run`: the
 /// toolchain of rust-toolchain.toml), in the workspace root. Every cargo call of xtask goes
-/// through here: `--locked`, so that a build uses Cargo.lock as committed.
+/// through here: `--locked`, so that a build uses Cargo.lock as committed (`cargo fmt`, which
+/// resolves nothing, has no such option).
 fn cargo(subcommand: &str) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(workspace_root())
-        .args([subcommand, "--locked"]);
+    cmd.current_dir(workspace_root()).arg(subcommand);
+    if subcommand != "fmt" {
+        cmd.arg("--locked");
+    }
     cmd
 }
 
