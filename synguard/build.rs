@@ -3,6 +3,11 @@
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
+/// The dated nightly (LLVM 22, as bpf-linker 0.13 is built against) that builds the object;
+/// `cargo xtask setup` installs it from the same file, which also makes it rustup's toolchain
+/// inside `synguard-ebpf/`.
+const EBPF_TOOLCHAIN: &str = include_str!("../synguard-ebpf/rust-toolchain");
+
 fn main() -> anyhow::Result<()> {
     let metadata = cargo_metadata::MetadataCommand::new()
         .no_deps()
@@ -23,6 +28,6 @@ fn main() -> anyhow::Result<()> {
             root_dir: root_dir.as_str(),
             ..Default::default()
         }],
-        Toolchain::Nightly,
+        Toolchain::Custom(EBPF_TOOLCHAIN.trim()),
     )
 }

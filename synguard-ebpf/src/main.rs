@@ -2,6 +2,9 @@
 //! its TC ingress companion for IPv6 checksums (`tc_csum`).
 #![no_std]
 #![no_main]
+#![allow(clippy::needless_borrows_for_generic_args, reason = "map keys by ref")]
+#![allow(clippy::unnecessary_cast, reason = "casts of the bindings' constants")]
+#![allow(clippy::manual_is_multiple_of, reason = "zeroed.rs")]
 
 mod ack;
 mod counters;

@@ -20,6 +20,8 @@ use crate::topology::{Family, Lab, Offloads, vlan_supported};
 /// A precondition of a test.
 #[derive(Clone, Copy, Debug)]
 pub enum Need {
+    /// Root (network namespaces, XDP, nftables); every lab test needs it.
+    Root,
     /// An executable on PATH.
     Tool(&'static str),
     /// The synguard binary (see [`binary`]).
@@ -28,20 +30,74 @@ pub enum Need {
     Vlan,
 }
 
-fn missing(need: Need) -> Option<String> {
-    match need {
-        Need::Tool(tool) => find_on_path(tool)
-            .is_none()
-            .then(|| format!("`{tool}` is not installed (cargo xtask setup)")),
-        Need::Daemon => binary().err().map(|e| format!("{e:#}")),
-        Need::Vlan => match vlan_supported() {
-            Ok(true) => None,
-            Ok(false) => Some(
-                "the kernel cannot create 802.1Q (VLAN) interfaces (CONFIG_VLAN_8021Q)".to_owned(),
-            ),
-            Err(e) => Some(format!("probing 802.1Q support failed: {e:#}")),
-        },
+impl Need {
+    /// Whether a test that lacks this may skip in CI (`CI=true`). The one list of what may:
+    /// features of the kernel, which no install step adds. Root, a tool or the daemon missing
+    /// there means CI (root, after `cargo xtask setup` and the build) is broken, and a skip
+    /// would hide it.
+    const fn may_skip_in_ci(self) -> bool {
+        match self {
+            Need::Vlan => true,
+            Need::Root | Need::Tool(_) | Need::Daemon => false,
+        }
     }
+
+    /// Why this is missing here, if it is.
+    fn missing(self) -> Option<String> {
+        match self {
+            Need::Root => (!nix::unistd::geteuid().is_root())
+                .then(|| "needs root (network namespaces, XDP, nftables)".to_owned()),
+            Need::Tool(tool) => find_on_path(tool)
+                .is_none()
+                .then(|| format!("`{tool}` is not installed (cargo xtask setup)")),
+            Need::Daemon => binary().err().map(|e| format!("{e:#}")),
+            Need::Vlan => match vlan_supported() {
+                Ok(true) => None,
+                Ok(false) => Some(
+                    "the kernel cannot create 802.1Q (VLAN) interfaces (CONFIG_VLAN_8021Q)"
+                        .to_owned(),
+                ),
+                Err(e) => Some(format!("probing 802.1Q support failed: {e:#}")),
+            },
+        }
+    }
+}
+
+/// Whether this runs in CI (`CI=true`), where `cargo xtask setup` installed every tool.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Whether `test` has `needs`. For the first one missing it prints `SKIP: <test>: <reason>`
+/// (visible even when the test harness captures output) and returns false, or, in CI, fails
+/// the test naming it, unless it is one that may skip there ([`Need::may_skip_in_ci`]).
+pub fn has(test: &str, needs: &[Need]) -> bool {
+    match needs.iter().find_map(|&need| Some((need, need.missing()?))) {
+        None => true,
+        Some((need, reason)) => {
+            skip_or_fail(test, &reason, need.may_skip_in_ci());
+            false
+        }
+    }
+}
+
+/// Prints `SKIP: <test>: <reason>` for a precondition that CI provides but which is not a
+/// [`Need`] (the Debian package `cargo xtask test` builds, root for a test that only loads
+/// programs), or, in CI, fails the test naming it.
+pub fn skip(test: &str, reason: &str) {
+    skip_or_fail(test, reason, false);
+}
+
+fn skip_or_fail(test: &str, reason: &str, may_skip_in_ci: bool) {
+    if in_ci() && !may_skip_in_ci {
+        panic!(
+            "{test}: {reason}; in CI (CI=true) this fails instead of skipping: the machine runs \
+             as root after `cargo xtask setup` (a missing tool's package belongs in APT_PACKAGES \
+             in xtask/src/setup.rs) and `cargo xtask test` builds the daemon and the package"
+        );
+    }
+    // Straight to the stream: the test harness captures print! output of passing tests.
+    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
 }
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -72,36 +128,17 @@ impl LabTurn {
     }
 }
 
-/// Whether this runs in CI (`CI=true`), where `cargo xtask setup` installed every tool.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Checks root and the basic tools plus `needs`. Returns this test's turn on the machine (see
-/// [`LabTurn`]), or prints `SKIP: <reason>` for `test` (visible even when the test harness
-/// captures output) and returns `None`. A missing tool fails the test in CI instead: there it
-/// means `cargo xtask setup` does not install it, and a skip would hide that.
+/// Checks root and the basic tools plus `needs` (see [`has`]). Returns this test's turn on the
+/// machine (see [`LabTurn`]), or `None` when the test skips.
 pub fn start(test: &str, needs: &[Need]) -> Option<LabTurn> {
-    let basics = [Need::Tool("ip"), Need::Tool("nft"), Need::Tool("bpftool")];
-    let reason = if !nix::unistd::geteuid().is_root() {
-        Some("needs root (network namespaces, XDP, nftables)".to_owned())
-    } else {
-        basics.iter().chain(needs).find_map(|&need| {
-            let reason = missing(need)?;
-            if matches!(need, Need::Tool(_)) && in_ci() {
-                panic!(
-                    "{test}: {reason}, in CI: add its package to APT_PACKAGES in xtask/src/setup.rs"
-                );
-            }
-            Some(reason)
-        })
-    };
-    if let Some(reason) = reason {
-        // Straight to the stream: the test harness captures print! output of passing tests.
-        let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
-        return None;
-    }
-    Some(LabTurn::take())
+    let basics = [
+        Need::Root,
+        Need::Tool("ip"),
+        Need::Tool("nft"),
+        Need::Tool("bpftool"),
+    ];
+    let all: Vec<Need> = basics.into_iter().chain(needs.iter().copied()).collect();
+    has(test, &all).then(LabTurn::take)
 }
 
 /// Runs `check` for every case, printing each outcome, and panics at the end listing every

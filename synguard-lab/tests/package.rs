@@ -338,7 +338,7 @@ fn deb_installs_verifies_and_purges_cleanly() {
     let deb = match package() {
         Ok(deb) => deb,
         Err(reason) => {
-            eprintln!("SKIP: Debian package: {reason}");
+            harness::skip("Debian package", &reason);
             return;
         }
     };

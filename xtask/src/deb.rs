@@ -18,20 +18,12 @@ fn cli_docs_dir() -> PathBuf {
 pub fn deb() -> Result<PathBuf> {
     setup::cargo_deb()?;
     build()?;
-    run(cargo()
-        .args([
-            "run",
-            "--release",
-            "-p",
-            "synguard",
-            "--example",
-            "cli_docs",
-            "--",
-        ])
+    run(cargo("run")
+        .args(["--release", "-p", "synguard", "--example", "cli_docs", "--"])
         .arg(cli_docs_dir()))?;
     // --no-build: the binary is the one just built, with the workspace's release profile.
-    let mut cmd = cargo();
-    cmd.args(["deb", "-p", "synguard", "--no-build"]);
+    let mut cmd = cargo("deb");
+    cmd.args(["-p", "synguard", "--no-build"]);
     let printed = synguard_lab::process::run(&mut cmd).context("cargo deb (cargo-deb)")?;
     let deb = printed
         .lines()

@@ -1,4 +1,4 @@
-//! `cargo xtask setup | build | test | lab | install | deb`: the project's own tasks.
+//! `cargo xtask setup | build | lint | test | lab | install | deb`: the project's own tasks.
 
 mod bench;
 mod deb;
@@ -26,9 +26,15 @@ enum Task {
     Setup,
     /// Build the release daemon: target/release/synguard.
     Build,
-    /// Setup, build the release daemon and the Debian package, then run every test (one at a
-    /// time) against them.
+    /// `cargo fmt --check`, clippy on the host crates and clippy on the eBPF crate for its BPF
+    /// target (with the pinned nightly), all with `-D warnings`.
+    Lint,
+    /// Setup, lint, build the release daemon and the Debian package, then run every test (one
+    /// at a time) against them.
     Test {
+        /// Only the unit tests (debug build, no root, no lab, no setup): the everyday check.
+        #[arg(long)]
+        unit: bool,
         /// Passed on to the test binaries (a name filter, --nocapture, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -111,10 +117,16 @@ fn release_binary() -> PathBuf {
         .join("release/synguard")
 }
 
-/// `cargo` as invoked (the `CARGO` cargo sets for `cargo run`), in the workspace root.
-fn cargo() -> Command {
+/// `cargo SUBCOMMAND --locked` as invoked (the `CARGO` cargo sets for `cargo run`: the
+/// toolchain of rust-toolchain.toml), in the workspace root. Every cargo call of xtask goes
+/// through here: `--locked`, so that a build uses Cargo.lock as committed (`cargo fmt`, which
+/// resolves nothing, has no such option).
+fn cargo(subcommand: &str) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(workspace_root());
+    cmd.current_dir(workspace_root()).arg(subcommand);
+    if subcommand != "fmt" {
+        cmd.arg("--locked");
+    }
     cmd
 }
 
@@ -130,23 +142,50 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn build() -> Result<()> {
-    run(cargo().args(["build", "--release", "-p", "synguard"]))
+    run(cargo("build").args(["--release", "-p", "synguard"]))
 }
 
-fn test(args: &[String]) -> Result<()> {
+/// The host crates: the workspace but the eBPF crate, which builds only for its BPF target
+/// (on the host its `no_std` panic handler meets std's, which aya brings in through
+/// synguard-common's `user` feature; aya's template lints it apart the same way).
+const HOST_CRATES: [&str; 3] = ["--workspace", "--exclude", "synguard-ebpf"];
+
+fn lint() -> Result<()> {
+    run(cargo("fmt").args(["--all", "--check"]))?;
+    run(cargo("clippy")
+        .args(HOST_CRATES)
+        .args(["--all-targets", "--", "-D", "warnings"]))?;
+    // The pinned nightly's cargo (`rustup run`: the `+toolchain` form needs rustup's proxy,
+    // and `CARGO` is the stable one), as synguard/build.rs builds the object.
+    run(Command::new("rustup")
+        .args([
+            "run",
+            setup::EBPF_TOOLCHAIN.trim(),
+            "cargo",
+            "clippy",
+            "--locked",
+        ])
+        .args(["-p", "synguard-ebpf", "--target", "bpfel-unknown-none"])
+        .args(["-Z", "build-std=core", "--", "-D", "warnings"])
+        .current_dir(workspace_root()))
+}
+
+fn test(unit: bool, args: &[String]) -> Result<()> {
+    if unit {
+        // Unit tests of every host crate (the lab crate's included): no root, nothing built
+        // for release. The integration tests are the lab's and need root.
+        return run(cargo("test")
+            .args(HOST_CRATES)
+            .args(["--lib", "--bins", "--"])
+            .args(args));
+    }
     setup::setup()?;
+    lint()?;
     // Builds the release daemon too; the package test installs the .deb.
     let deb = deb::deb()?;
-    run(cargo()
-        .args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "synguard-ebpf",
-            "--no-fail-fast",
-            "--",
-            "--test-threads=1",
-        ])
+    run(cargo("test")
+        .args(HOST_CRATES)
+        .args(["--no-fail-fast", "--", "--test-threads=1"])
         .args(args)
         .env("SYNGUARD_BIN", release_binary())
         .env("SYNGUARD_DEB", deb))
@@ -156,7 +195,8 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Task::Setup => setup::setup(),
         Task::Build => build(),
-        Task::Test { args } => test(&args),
+        Task::Lint => lint(),
+        Task::Test { unit, args } => test(unit, &args),
         Task::Install => install::install(),
         Task::Deb => deb::deb().map(drop),
         Task::Flood { seconds } => bench::flood(seconds),

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::run;
+use crate::{cargo, run};
 
 /// Debian packages: LLVM 22 for bpf-linker, and the lab's tools.
 const APT_PACKAGES: [&str; 20] = [
@@ -39,6 +39,8 @@ const APT_PACKAGES: [&str; 20] = [
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The LLVM of bpf-linker (Debian's llvm-22) and so of the pinned nightly.
+const LLVM_MAJOR: &str = "22";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// `cargo xtask deb` builds the Debian package with it (3.8 builds with rustc 1.85+).
 const CARGO_DEB_VERSION: &str = "3.8.0";
@@ -123,23 +125,58 @@ impl Drop for NoServiceStarts {
     }
 }
 
-fn nightly_rust_src() -> Result<()> {
+/// The dated nightly that builds the eBPF object (synguard/build.rs reads the same file):
+/// `rustup toolchain install nightly-YYYY-MM-DD` on any machine yields the same compiler.
+pub const EBPF_TOOLCHAIN: &str = include_str!("../../synguard-ebpf/rust-toolchain");
+
+/// The pinned nightly with rust-src (`-Z build-std=core`) and clippy (`cargo xtask lint`);
+/// checks that its LLVM is the one bpf-linker is built against.
+fn ebpf_toolchain() -> Result<()> {
+    let toolchain = EBPF_TOOLCHAIN.trim();
+    let components = ["rust-src", "clippy"];
     let installed = output(Command::new("rustup").args([
         "component",
         "list",
         "--toolchain",
-        "nightly",
+        toolchain,
         "--installed",
     ]))
-    .context(
-        "`rustup component list --toolchain nightly` failed: is the nightly toolchain installed?",
-    )?;
-    if installed.lines().any(|c| c.trim().starts_with("rust-src")) {
-        println!("present: rust-src for the nightly toolchain");
-        return Ok(());
+    .unwrap_or_default();
+    let has = |c: &str| installed.lines().any(|l| l.trim().starts_with(c));
+    if components.iter().all(|c| has(c)) {
+        println!(
+            "present: toolchain {toolchain} with {}",
+            components.join(", ")
+        );
+    } else {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            toolchain,
+            "--profile",
+            "minimal",
+            "--component",
+            &components.join(","),
+        ]))?;
+        println!(
+            "installed: toolchain {toolchain} with {}",
+            components.join(", ")
+        );
     }
-    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
-    println!("installed: rust-src for the nightly toolchain");
+    let version = output(Command::new("rustup").args(["run", toolchain, "rustc", "-vV"]))
+        .with_context(|| format!("`rustup run {toolchain} rustc -vV` failed"))?;
+    let llvm = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .unwrap_or("unknown");
+    if llvm.split('.').next() != Some(LLVM_MAJOR) {
+        bail!(
+            "toolchain {toolchain} (synguard-ebpf/rust-toolchain) uses LLVM {llvm}, but \
+             bpf-linker {BPF_LINKER_VERSION} is built against LLVM {LLVM_MAJOR}: pin a nightly \
+             whose `rustc -vV` says LLVM {LLVM_MAJOR}"
+        );
+    }
+    println!("present: {toolchain} uses LLVM {llvm}");
     Ok(())
 }
 
@@ -156,16 +193,13 @@ fn cargo_install(
         println!("present: {name} {version}");
         return Ok(());
     }
-    run(cargo()
-        .args(["install", name, "--version", version])
+    // --locked: the crate's own Cargo.lock, as its release was tested.
+    run(cargo("install")
+        .args([name, "--version", version])
         .args(args)
         .envs(envs.iter().copied()))?;
     println!("installed: {name} {version}");
     Ok(())
-}
-
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
 fn bpf_linker() -> Result<()> {
@@ -187,8 +221,8 @@ pub fn cargo_deb() -> Result<()> {
     cargo_install(
         "cargo-deb",
         CARGO_DEB_VERSION,
-        cargo().args(["deb", "--version"]),
-        &["--locked"],
+        cargo("deb").arg("--version"),
+        &[],
         &[],
     )
 }
@@ -221,7 +255,7 @@ fn kernel_modules() {
 
 pub fn setup() -> Result<()> {
     apt_packages()?;
-    nightly_rust_src()?;
+    ebpf_toolchain()?;
     bpf_linker()?;
     cargo_deb()?;
     kernel_modules();

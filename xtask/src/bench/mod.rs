@@ -58,8 +58,7 @@ pub fn flood(seconds: u64) -> Result<()> {
 
 /// The release build of the microbench example (`synguard/examples/microbench.rs`).
 fn microbench() -> Result<Vec<Metric>> {
-    crate::run(crate::cargo().args([
-        "build",
+    crate::run(crate::cargo("build").args([
         "--release",
         "-p",
         "synguard",
