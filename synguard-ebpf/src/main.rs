@@ -4,7 +4,6 @@
 #![no_main]
 #![allow(clippy::needless_borrows_for_generic_args, reason = "map keys by ref")]
 #![allow(clippy::unnecessary_cast, reason = "casts of the bindings' constants")]
-#![allow(clippy::manual_is_multiple_of, reason = "zeroed.rs")]
 
 mod ack;
 mod counters;

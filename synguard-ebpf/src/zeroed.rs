@@ -23,7 +23,7 @@ pub fn bytes<const N: usize>(slot: &mut MaybeUninit<Words<N>>) -> &mut [u8; N] {
 /// All-zero bytes must be a valid `T`.
 #[inline(always)]
 pub unsafe fn zeroed<T>(slot: &mut MaybeUninit<T>) -> &mut T {
-    const { assert!(align_of::<T>() >= 8 && size_of::<T>() % 8 == 0) };
+    const { assert!(align_of::<T>() >= 8 && size_of::<T>().is_multiple_of(8)) };
     let words = slot.as_mut_ptr() as *mut u64;
     // An indexed loop: the verifier follows it unrolled.
     for i in 0..size_of::<T>() / 8 {
