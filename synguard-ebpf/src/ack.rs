@@ -12,7 +12,7 @@
 //! (measured under a 130k SYN/s flood that made the veth drop ACKs). Such a probe is rewritten
 //! into the handshake ACK it stands for, so synproxy opens the connection.
 use aya_ebpf::{
-    bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
+    bindings::{iphdr, ipv6hdr, tcphdr},
     helpers::generated::{bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6},
     programs::XdpContext,
 };
@@ -21,46 +21,41 @@ use synguard_common::{Counter, DatapathConfig, SyncookieMode};
 use crate::{
     counters::count,
     csum,
-    load::{self, Event},
     parse::{
         Family, IPV4_HLEN, IPV6_HLEN, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_RST, TCP_SYN, TcpPacket,
+        field::{TCP_CHECK, TCP_SEQ},
         ptr_at,
     },
     peers,
+    port_load::{self, Event},
     socket::{KernelSocket, kernel_socket},
     sources::{self, Source},
+    verdict::Verdict,
     verify,
 };
 
 /// A subprogram of its own: its locals stay out of the dispatcher's frame, which the SYN-ACK's
 /// frame is stacked on (see `synack::answer_syn`).
 #[inline(never)]
-pub fn judge_ack(
-    ctx: &XdpContext,
-    pkt: &TcpPacket,
-    cfg: &DatapathConfig,
-    now: u64,
-) -> (u32, Counter) {
-    const PASS: u32 = xdp_action::XDP_PASS;
-    const DROP: u32 = xdp_action::XDP_DROP;
+pub fn judge_ack(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: u64) -> Verdict {
     match kernel_socket(ctx, pkt) {
         Some(KernelSocket::Connection) => {
             peers::remember(ctx, pkt, cfg.hash_seed, now);
-            (PASS, Counter::AckEstablished)
+            Verdict::pass(Counter::AckEstablished)
         }
         Some(KernelSocket::Request) => {
             peers::remember(ctx, pkt, cfg.hash_seed, now);
-            load::record(pkt.dport, Event::HandshakeCompleted);
+            port_load::record(pkt.dport, Event::HandshakeCompleted);
             if let Some(source) = sources::tracked(ctx, pkt, cfg, now) {
                 source.completed();
             }
-            (PASS, Counter::AckEstablished)
+            Verdict::pass(Counter::AckEstablished)
         }
         Some(KernelSocket::None) => {
             let enforce = cfg.syncookies != SyncookieMode::Off as u8;
             let source = sources::tracked(ctx, pkt, cfg, now);
             if enforce && source.as_ref().is_some_and(Source::blocked) {
-                return (DROP, Counter::DropSourceBlocked);
+                return Verdict::drop(Counter::DropSourceBlocked);
             }
             let valid = match cookie_valid(ctx, pkt) {
                 Some(false) if is_bare_ack(pkt) && repair_lost_handshake(ctx, pkt) => {
@@ -73,11 +68,11 @@ pub fn judge_ack(
                 Some(true) => {
                     // synproxy opens the connection: from now on the kernel holds the tuple.
                     peers::remember(ctx, pkt, cfg.hash_seed, now);
-                    load::record(pkt.dport, Event::CookieValidated);
+                    port_load::record(pkt.dport, Event::CookieValidated);
                     if let Some(source) = &source {
                         source.completed();
                     }
-                    (PASS, Counter::AckCookieValid)
+                    Verdict::pass(Counter::AckCookieValid)
                 }
                 Some(false) => {
                     if let Some(source) = sources::attempt(ctx, pkt, cfg, now)
@@ -88,16 +83,16 @@ pub fn judge_ack(
                         count(Counter::SourceBlocks);
                     }
                     if enforce {
-                        (DROP, Counter::AckCookieInvalid)
+                        Verdict::drop(Counter::AckCookieInvalid)
                     } else {
-                        (PASS, Counter::AckInvalidPassed)
+                        Verdict::pass(Counter::AckInvalidPassed)
                     }
                 }
-                None => (PASS, Counter::MalformedTcp),
+                None => Verdict::pass(Counter::MalformedTcp),
             }
         }
         // Parsing already proved these headers are there; stay on the safe side regardless.
-        None => (PASS, Counter::MalformedTcp),
+        None => Verdict::pass(Counter::MalformedTcp),
     }
 }
 
@@ -125,18 +120,24 @@ fn repair_lost_handshake(ctx: &XdpContext, pkt: &TcpPacket) -> bool {
     };
     // SAFETY: bounds-checked by ptr_at; written in place.
     let tcp = unsafe { &mut *(tcp as *mut [u8; TCP_HLEN]) };
-    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let seq = u32::from_be_bytes([
+        tcp[TCP_SEQ],
+        tcp[TCP_SEQ + 1],
+        tcp[TCP_SEQ + 2],
+        tcp[TCP_SEQ + 3],
+    ]);
     let ack_seq = seq.wrapping_add(1);
-    tcp[4..8].copy_from_slice(&ack_seq.to_be_bytes());
+    tcp[TCP_SEQ..TCP_SEQ + 4].copy_from_slice(&ack_seq.to_be_bytes());
     if cookie_valid(ctx, pkt) != Some(true) {
-        tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        tcp[TCP_SEQ..TCP_SEQ + 4].copy_from_slice(&seq.to_be_bytes());
         return false;
     }
-    let check = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let check = u16::from_be_bytes([tcp[TCP_CHECK], tcp[TCP_CHECK + 1]]);
     // A checksum-offloading sender's field holds only the pseudo header, which the header's
     // change leaves as it is (the kernel and our TC program trust such a packet).
     if !verify::pseudo_header(ctx, pkt).is_some_and(|pseudo| verify::offloaded(check, pseudo)) {
-        tcp[16..18].copy_from_slice(&csum::replace_u32(check, seq, ack_seq).to_be_bytes());
+        tcp[TCP_CHECK..TCP_CHECK + 2]
+            .copy_from_slice(&csum::replace_u32(check, seq, ack_seq).to_be_bytes());
     }
     true
 }

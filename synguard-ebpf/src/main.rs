@@ -8,12 +8,12 @@
 mod ack;
 mod counters;
 mod csum;
-mod load;
 mod maps;
 mod options;
 mod parse;
 mod peers;
 mod policy;
+mod port_load;
 mod sketch;
 mod socket;
 mod sources;
@@ -21,13 +21,13 @@ mod syn;
 mod synack;
 mod tc_csum;
 mod tuple;
+mod verdict;
 mod verify;
 mod zeroed;
 
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    bindings::xdp_action,
     helpers::generated::bpf_ktime_get_coarse_ns,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
@@ -37,15 +37,16 @@ use synguard_common::{Counter, Policy};
 use crate::{
     counters::count,
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, parse_tcp},
+    verdict::Verdict,
 };
 
 // `frags`: also attachable at jumbo MTU, where a frame may span several buffers.
 #[xdp(frags)]
 pub fn synguard(ctx: XdpContext) -> u32 {
     count(Counter::Packets);
-    let (action, outcome) = dispatch(&ctx);
-    count(outcome);
-    action
+    let verdict = dispatch(&ctx);
+    count(verdict.counter);
+    verdict.action
 }
 
 /// TC ingress, after XDP: marks verified IPv6 handshake ACKs that arrive unverified.
@@ -55,20 +56,20 @@ pub fn synguard_csum(ctx: TcContext) -> i32 {
 }
 
 #[inline(always)]
-fn dispatch(ctx: &XdpContext) -> (u32, Counter) {
+fn dispatch(ctx: &XdpContext) -> Verdict {
     let mut pkt = MaybeUninit::uninit();
     if let Err(outcome) = parse_tcp(ctx, &mut pkt) {
-        return (xdp_action::XDP_PASS, outcome);
+        return Verdict::pass(outcome);
     }
     // SAFETY: parse_tcp wrote it.
     let pkt = unsafe { pkt.assume_init_ref() };
     if !maps::port_protected(pkt.dport) {
-        return (xdp_action::XDP_PASS, Counter::PassUnprotectedPort);
+        return Verdict::pass(Counter::PassUnprotectedPort);
     }
     let cfg = maps::config();
     match policy::source_policy(ctx, pkt, cfg) {
-        Some(Policy::Allow) => return (xdp_action::XDP_PASS, Counter::PassAllowlisted),
-        Some(Policy::Deny) => return (xdp_action::XDP_DROP, Counter::DropDenylisted),
+        Some(Policy::Allow) => return Verdict::pass(Counter::PassAllowlisted),
+        Some(Policy::Deny) => return Verdict::drop(Counter::DropDenylisted),
         None => {}
     }
     // The one clock read of a packet: windows, peer marks and the timestamp cookie share it.
@@ -82,7 +83,7 @@ fn dispatch(ctx: &XdpContext) -> (u32, Counter) {
             verdict => verdict,
         },
         f if f & (TCP_SYN | TCP_ACK) == TCP_ACK => ack::judge_ack(ctx, pkt, cfg, now),
-        _ => (xdp_action::XDP_PASS, Counter::PassOtherFlags),
+        _ => Verdict::pass(Counter::PassOtherFlags),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Header parsing: Ethernet with up to two VLAN tags, IPv4 (options, fragments), IPv6 (extension
-//! headers), TCP. Every read goes through [`ptr_at`], which proves the bounds to the verifier.
+//! headers), TCP. Every read goes through [`bytes_at`] (or [`ptr_at`] for a helper's pointer),
+//! whose check proves the bounds to the verifier.
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{helpers::generated::bpf_xdp_get_buff_len, programs::XdpContext};
@@ -13,6 +14,29 @@ pub const IPV4_HLEN: usize = 20;
 pub const IPV6_HLEN: usize = 40;
 pub const TCP_HLEN: usize = 20;
 pub const TCP_MAX_HLEN: usize = 60;
+
+/// Offsets of header fields (RFC 791, RFC 8200, RFC 9293), from their header's start.
+pub mod field {
+    pub const IPV4_TOTAL_LEN: usize = 2;
+    pub const IPV4_FLAGS: usize = 6;
+    pub const IPV4_TTL: usize = 8;
+    pub const IPV4_PROTOCOL: usize = 9;
+    pub const IPV4_CHECK: usize = 10;
+    pub const IPV4_SADDR: usize = 12;
+    pub const IPV4_DADDR: usize = 16;
+    pub const IPV6_PAYLOAD_LEN: usize = 4;
+    pub const IPV6_NEXT_HEADER: usize = 6;
+    pub const IPV6_HOP_LIMIT: usize = 7;
+    pub const IPV6_SADDR: usize = 8;
+    pub const IPV6_DADDR: usize = 24;
+    pub const TCP_SPORT: usize = 0;
+    pub const TCP_DPORT: usize = 2;
+    pub const TCP_SEQ: usize = 4;
+    pub const TCP_ACK_SEQ: usize = 8;
+    pub const TCP_DATA_OFFSET: usize = 12;
+    pub const TCP_FLAGS: usize = 13;
+    pub const TCP_CHECK: usize = 16;
+}
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -115,7 +139,7 @@ fn parse(ctx: &XdpContext) -> Result<TcpPacket, Counter> {
         ETH_P_IPV6 => parse_ipv6(ctx, l2_len, frame_len)?,
         _ => return Err(Counter::PassNonIp),
     };
-    let tcp = unsafe { &*ptr_at::<[u8; TCP_HLEN]>(ctx, l4_off).ok_or(Counter::MalformedTcp)? };
+    let tcp = bytes_at::<TCP_HLEN>(ctx, l4_off).ok_or(Counter::MalformedTcp)?;
     let tcp_len = usize::from(tcp[12] >> 4) * 4;
     if tcp_len < TCP_HLEN || l4_off + tcp_len > l3_end {
         return Err(Counter::MalformedTcp);
@@ -144,7 +168,7 @@ fn frame_len(ctx: &XdpContext) -> usize {
 /// Returns the L2 header length and the ethertype after the VLAN tags.
 #[inline(always)]
 fn parse_l2(ctx: &XdpContext) -> Result<(usize, u16), Counter> {
-    let eth = unsafe { &*ptr_at::<[u8; ETH_HLEN]>(ctx, 0).ok_or(Counter::MalformedL2)? };
+    let eth = bytes_at::<ETH_HLEN>(ctx, 0).ok_or(Counter::MalformedL2)?;
     let mut ethertype = be16(eth, 12);
     let mut l2_len = ETH_HLEN;
     for _ in 0..2 {
@@ -152,7 +176,7 @@ fn parse_l2(ctx: &XdpContext) -> Result<(usize, u16), Counter> {
             break;
         }
         // A tag is TCI (2 bytes) then the next ethertype (2 bytes).
-        let tag = unsafe { &*ptr_at::<[u8; VLAN_HLEN]>(ctx, l2_len).ok_or(Counter::MalformedL2)? };
+        let tag = bytes_at::<VLAN_HLEN>(ctx, l2_len).ok_or(Counter::MalformedL2)?;
         ethertype = be16(tag, 2);
         l2_len += VLAN_HLEN;
     }
@@ -166,7 +190,7 @@ fn parse_ipv4(
     l3_off: usize,
     frame_len: usize,
 ) -> Result<(Family, usize, usize), Counter> {
-    let ip = unsafe { &*ptr_at::<[u8; IPV4_HLEN]>(ctx, l3_off).ok_or(Counter::MalformedIpv4)? };
+    let ip = bytes_at::<IPV4_HLEN>(ctx, l3_off).ok_or(Counter::MalformedIpv4)?;
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     let total_len = usize::from(be16(ip, 2));
     if ip[0] >> 4 != 4 || ihl < IPV4_HLEN || total_len < ihl || l3_off + total_len > frame_len {
@@ -188,7 +212,7 @@ fn parse_ipv6(
     l3_off: usize,
     frame_len: usize,
 ) -> Result<(Family, usize, usize), Counter> {
-    let ip = unsafe { &*ptr_at::<[u8; IPV6_HLEN]>(ctx, l3_off).ok_or(Counter::MalformedIpv6)? };
+    let ip = bytes_at::<IPV6_HLEN>(ctx, l3_off).ok_or(Counter::MalformedIpv6)?;
     let end = l3_off + IPV6_HLEN + usize::from(be16(ip, 4));
     if ip[0] >> 4 != 6 || end > frame_len {
         return Err(Counter::MalformedIpv6);
@@ -201,7 +225,7 @@ fn parse_ipv6(
             NEXTHDR_FRAGMENT => return Err(Counter::PassFragment),
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST if walked < MAX_IPV6_EXT_HEADERS => {
                 // Next header (1 byte), then length in 8-byte units not counting the first 8.
-                let ext = unsafe { &*ptr_at::<[u8; 2]>(ctx, off).ok_or(Counter::MalformedIpv6)? };
+                let ext = bytes_at::<2>(ctx, off).ok_or(Counter::MalformedIpv6)?;
                 next = ext[0];
                 off += (usize::from(ext[1]) + 1) * 8;
             }

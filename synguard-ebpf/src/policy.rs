@@ -4,7 +4,10 @@ use synguard_common::{DatapathConfig, POLICY_V4, POLICY_V6, Policy};
 
 use crate::{
     maps::{POLICY4, POLICY6},
-    parse::{Family, IPV4_HLEN, IPV6_HLEN, TcpPacket, ptr_at},
+    parse::{
+        Family, IPV4_HLEN, IPV6_HLEN, TcpPacket, bytes_at,
+        field::{IPV4_SADDR, IPV6_SADDR},
+    },
 };
 
 /// The policy for the packet's source address, if a list covers it. A subprogram of its own:
@@ -13,16 +16,19 @@ use crate::{
 pub fn source_policy(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig) -> Option<Policy> {
     let value = match pkt.family {
         Family::V4 if cfg.policy & POLICY_V4 != 0 => {
-            // SAFETY: bounds-checked by ptr_at.
-            let ip = unsafe { &*ptr_at::<[u8; IPV4_HLEN]>(ctx, pkt.l2_len)? };
-            let addr = [ip[12], ip[13], ip[14], ip[15]];
+            let ip = bytes_at::<IPV4_HLEN>(ctx, pkt.l2_len)?;
+            let addr = [
+                ip[IPV4_SADDR],
+                ip[IPV4_SADDR + 1],
+                ip[IPV4_SADDR + 2],
+                ip[IPV4_SADDR + 3],
+            ];
             *POLICY4.get(Key::new(32, addr))?
         }
         Family::V6 if cfg.policy & POLICY_V6 != 0 => {
-            // SAFETY: bounds-checked by ptr_at.
-            let ip = unsafe { &*ptr_at::<[u8; IPV6_HLEN]>(ctx, pkt.l2_len)? };
+            let ip = bytes_at::<IPV6_HLEN>(ctx, pkt.l2_len)?;
             let mut addr = [0u8; 16];
-            addr.copy_from_slice(&ip[8..24]);
+            addr.copy_from_slice(&ip[IPV6_SADDR..IPV6_SADDR + 16]);
             *POLICY6.get(Key::new(128, addr))?
         }
         _ => return None,

@@ -16,7 +16,10 @@ use synguard_common::{
 
 use crate::{
     maps::{BLOCKS, SOURCES},
-    parse::{Family, IPV4_HLEN, IPV6_HLEN, TcpPacket, ptr_at},
+    parse::{
+        Family, IPV4_HLEN, IPV6_HLEN, TcpPacket, bytes_at,
+        field::{IPV4_SADDR, IPV6_SADDR},
+    },
     sketch::{self, Cells},
     tuple::word,
 };
@@ -205,17 +208,15 @@ fn source_key(
     let mut words = [0u32; 4];
     let prefix = match pkt.family {
         Family::V4 => {
-            // SAFETY: bounds-checked by ptr_at.
-            let ip = unsafe { &*ptr_at::<[u8; IPV4_HLEN]>(ctx, pkt.l2_len)? };
+            let ip = bytes_at::<IPV4_HLEN>(ctx, pkt.l2_len)?;
             words[2] = V4_MAPPED_WORD;
-            words[3] = word(ip, 12);
+            words[3] = word(ip, IPV4_SADDR);
             96 + u32::from(cfg.source_prefix4.min(32))
         }
         Family::V6 => {
-            // SAFETY: bounds-checked by ptr_at.
-            let ip = unsafe { &*ptr_at::<[u8; IPV6_HLEN]>(ctx, pkt.l2_len)? };
+            let ip = bytes_at::<IPV6_HLEN>(ctx, pkt.l2_len)?;
             for (i, w) in words.iter_mut().enumerate() {
-                *w = word(ip, 8 + 4 * i);
+                *w = word(ip, IPV6_SADDR + 4 * i);
             }
             u32::from(cfg.source_prefix6.min(128))
         }

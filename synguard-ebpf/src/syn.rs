@@ -1,16 +1,18 @@
 //! Verdict for a SYN to a protected port: blocked source, a 4-tuple the kernel still holds, the
 //! kernel's turn (cookies off for the port), a wrong checksum, or a cookie SYN-ACK from here.
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use synguard_common::{Counter, DatapathConfig, SyncookieMode};
 
 use crate::{
     counters::count,
-    load::{self, Event},
     maps::cookies_on,
     parse::TcpPacket,
     peers,
+    port_load::{self, Event},
     socket::{KernelSocket, kernel_socket},
-    sources, synack, verify,
+    sources, synack,
+    verdict::Verdict,
+    verify,
 };
 
 /// The verdict; [`ANSWER`] when XDP answers with a cookie ([`answer`]). A subprogram of its
@@ -18,21 +20,16 @@ use crate::{
 /// `synack::answer_syn`). (An `Option` here would need BTF for a niche-packed enum, which the
 /// kernel refuses.)
 #[inline(never)]
-pub fn judge_syn(
-    ctx: &XdpContext,
-    pkt: &TcpPacket,
-    cfg: &DatapathConfig,
-    now: u64,
-) -> (u32, Counter) {
+pub fn judge_syn(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: u64) -> Verdict {
     let enforce = cfg.syncookies != SyncookieMode::Off as u8;
     if let Some(source) = sources::attempt(ctx, pkt, cfg, now) {
         if enforce && source.blocked() {
-            return (xdp_action::XDP_DROP, Counter::DropSourceBlocked);
+            return Verdict::drop(Counter::DropSourceBlocked);
         }
         if source.syn(cfg) && enforce {
             source.block(cfg);
             count(Counter::SourceBlocks);
-            return (xdp_action::XDP_DROP, Counter::DropSourceBlocked);
+            return Verdict::drop(Counter::DropSourceBlocked);
         }
     }
     // A SYN for a 4-tuple the kernel still holds (TIME_WAIT after the server closed, a request
@@ -42,30 +39,30 @@ pub fn judge_syn(
     if peers::may_have_socket(ctx, pkt, cfg.hash_seed, now) {
         count(Counter::SynPeerLookup);
         if kernel_socket(ctx, pkt).is_some_and(|sk| sk != KernelSocket::None) {
-            return (xdp_action::XDP_PASS, Counter::SynKnownSocket);
+            return Verdict::pass(Counter::SynKnownSocket);
         }
     }
     if !cookies_on(pkt.dport) {
         // The kernel makes a request socket for it: its retransmissions must find it.
         peers::remember(ctx, pkt, cfg.hash_seed, now);
-        load::record(pkt.dport, Event::SynToKernel);
-        return (xdp_action::XDP_PASS, Counter::SynToKernel);
+        port_load::record(pkt.dport, Event::SynToKernel);
+        return Verdict::pass(Counter::SynToKernel);
     }
     if !verify::syn_checksums_ok(ctx, pkt) {
-        return (xdp_action::XDP_DROP, Counter::DropBadChecksum);
+        return Verdict::drop(Counter::DropBadChecksum);
     }
     ANSWER
 }
 
 /// [`judge_syn`]'s verdict for a SYN to answer with a cookie.
-pub const ANSWER: (u32, Counter) = (xdp_action::XDP_TX, Counter::SynCookieSent);
+pub const ANSWER: Verdict = Verdict::tx(Counter::SynCookieSent);
 
 /// Answers the SYN with a cookie SYN-ACK.
 #[inline(always)]
-pub fn answer(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: u64) -> (u32, Counter) {
+pub fn answer(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: u64) -> Verdict {
     let verdict = synack::answer_syn(ctx, pkt, cfg, now);
-    if verdict.1 == Counter::SynCookieSent {
-        load::record(pkt.dport, Event::CookieSent);
+    if verdict == ANSWER {
+        port_load::record(pkt.dport, Event::CookieSent);
     }
     verdict
 }

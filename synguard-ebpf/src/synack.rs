@@ -10,7 +10,7 @@
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
+    bindings::{iphdr, ipv6hdr, tcphdr},
     cty::c_void,
     helpers::generated::{
         bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_head,
@@ -25,8 +25,9 @@ use crate::{
     options::{SYN_BUF_LEN, SynHeader, WSCALE_NONE},
     parse::{
         Family, IPV4_HLEN, IPV6_HLEN, MAX_L2_LEN, TCP_ACK, TCP_CWR, TCP_ECE, TCP_HLEN,
-        TCP_MAX_HLEN, TCP_SYN, TcpPacket, ptr_at, verifier_visible,
+        TCP_MAX_HLEN, TCP_SYN, TcpPacket, bytes_at, field::*, ptr_at, verifier_visible,
     },
+    verdict::Verdict,
     zeroed,
 };
 
@@ -67,20 +68,15 @@ macro_rules! copy_out {
     };
 }
 
-/// Builds and emits the SYN-ACK. Returns the XDP action and the counter for it.
+/// Builds and emits the SYN-ACK.
 ///
 /// A BPF subprogram of its own, like the per-source and socket lookups: inlined into one frame
 /// with everything else, the reply buffers no longer fit the 512-byte BPF stack.
 #[inline(never)]
-pub fn answer_syn(
-    ctx: &XdpContext,
-    pkt: &TcpPacket,
-    cfg: &DatapathConfig,
-    now: u64,
-) -> (u32, Counter) {
+pub fn answer_syn(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: u64) -> Verdict {
     match build_and_emit(ctx, pkt, cfg, now) {
-        Some(()) => (xdp_action::XDP_TX, Counter::SynCookieSent),
-        None => (xdp_action::XDP_ABORTED, Counter::Aborted),
+        Some(()) => Verdict::tx(Counter::SynCookieSent),
+        None => Verdict::aborted(),
     }
 }
 
@@ -153,7 +149,7 @@ fn build_and_emit(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: 
     let tcp_reply_len = build_tcp(tcp, syn, cookie as u32, mss, cfg.wscale, now);
     let pseudo = pseudo_header_sum(pkt.family, ip, tcp_reply_len);
     let check = csum::finish(csum::add(pseudo, tcp));
-    tcp[16..18].copy_from_slice(&check.to_be_bytes());
+    tcp[TCP_CHECK..TCP_CHECK + 2].copy_from_slice(&check.to_be_bytes());
 
     resize(ctx, pkt.frame_len, pkt.l2_len + ip_len + tcp_reply_len)?;
     copy_out!(ctx, 0, l2, l2_len, [14, 18, 22])?;
@@ -193,14 +189,16 @@ fn build_tcp(
     now: u64,
 ) -> usize {
     let len = tcp_reply_len(syn);
-    let client_seq = u32::from_be_bytes([syn.bytes[4], syn.bytes[5], syn.bytes[6], syn.bytes[7]]);
+    let b = &syn.bytes;
+    let client_seq =
+        u32::from_be_bytes([b[TCP_SEQ], b[TCP_SEQ + 1], b[TCP_SEQ + 2], b[TCP_SEQ + 3]]);
     // Ports swapped.
-    tcp[0..2].copy_from_slice(&syn.bytes[2..4]);
-    tcp[2..4].copy_from_slice(&syn.bytes[0..2]);
-    tcp[4..8].copy_from_slice(&cookie.to_be_bytes());
-    tcp[8..12].copy_from_slice(&client_seq.wrapping_add(1).to_be_bytes());
-    tcp[12] = ((len / 4) as u8) << 4;
-    tcp[13] = TCP_SYN | TCP_ACK;
+    tcp[TCP_SPORT..TCP_SPORT + 2].copy_from_slice(&b[TCP_DPORT..TCP_DPORT + 2]);
+    tcp[TCP_DPORT..TCP_DPORT + 2].copy_from_slice(&b[TCP_SPORT..TCP_SPORT + 2]);
+    tcp[TCP_SEQ..TCP_SEQ + 4].copy_from_slice(&cookie.to_be_bytes());
+    tcp[TCP_ACK_SEQ..TCP_ACK_SEQ + 4].copy_from_slice(&client_seq.wrapping_add(1).to_be_bytes());
+    tcp[TCP_DATA_OFFSET] = ((len / 4) as u8) << 4;
+    tcp[TCP_FLAGS] = TCP_SYN | TCP_ACK;
     // Window 0, as SYNPROXY does: the client must not send data before the kernel has opened the
     // real connection; synproxy then sends the server's window.
     tcp[20..24].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
@@ -214,9 +212,9 @@ fn build_tcp(
         } else {
             tcp[24..28].copy_from_slice(&[1, 1, 8, 10]);
         }
-        if syn.bytes[13] & (TCP_ECE | TCP_CWR) == TCP_ECE | TCP_CWR {
+        if syn.bytes[TCP_FLAGS] & (TCP_ECE | TCP_CWR) == TCP_ECE | TCP_CWR {
             ts_cookie |= TS_OPT_ECN;
-            tcp[13] |= TCP_ECE;
+            tcp[TCP_FLAGS] |= TCP_ECE;
         }
         tcp[28..32].copy_from_slice(&ts_cookie.to_be_bytes());
         tcp[32..36].copy_from_slice(&syn.tsval.to_be_bytes());
@@ -235,15 +233,16 @@ fn ipv4_reply_header(
     tcp_len: usize,
 ) {
     let total_len = (IPV4_HLEN + tcp_len) as u16;
+    // Version 4, 5 words of header.
     ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
-    ip[6] = IPV4_DF;
-    ip[8] = cfg.ttl;
-    ip[9] = IPPROTO_TCP;
-    ip[12..16].copy_from_slice(&syn_ip[16..20]);
-    ip[16..20].copy_from_slice(&syn_ip[12..16]);
+    ip[IPV4_TOTAL_LEN..IPV4_TOTAL_LEN + 2].copy_from_slice(&total_len.to_be_bytes());
+    ip[IPV4_FLAGS] = IPV4_DF;
+    ip[IPV4_TTL] = cfg.ttl;
+    ip[IPV4_PROTOCOL] = IPPROTO_TCP;
+    ip[IPV4_SADDR..IPV4_SADDR + 4].copy_from_slice(&syn_ip[IPV4_DADDR..IPV4_DADDR + 4]);
+    ip[IPV4_DADDR..IPV4_DADDR + 4].copy_from_slice(&syn_ip[IPV4_SADDR..IPV4_SADDR + 4]);
     let check = csum::finish(csum::add(0, &ip[..IPV4_HLEN]));
-    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    ip[IPV4_CHECK..IPV4_CHECK + 2].copy_from_slice(&check.to_be_bytes());
 }
 
 /// Extension headers of the SYN are not repeated: the reply is a plain IPv6 + TCP packet.
@@ -254,20 +253,21 @@ fn ipv6_reply_header(
     cfg: &DatapathConfig,
     tcp_len: usize,
 ) {
+    // Version 6, no traffic class or flow label.
     ip[0] = 0x60;
-    ip[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
-    ip[6] = IPPROTO_TCP;
-    ip[7] = cfg.ttl;
-    ip[8..24].copy_from_slice(&syn_ip[24..40]);
-    ip[24..40].copy_from_slice(&syn_ip[8..24]);
+    ip[IPV6_PAYLOAD_LEN..IPV6_PAYLOAD_LEN + 2].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+    ip[IPV6_NEXT_HEADER] = IPPROTO_TCP;
+    ip[IPV6_HOP_LIMIT] = cfg.ttl;
+    ip[IPV6_SADDR..IPV6_SADDR + 16].copy_from_slice(&syn_ip[IPV6_DADDR..IPV6_DADDR + 16]);
+    ip[IPV6_DADDR..IPV6_DADDR + 16].copy_from_slice(&syn_ip[IPV6_SADDR..IPV6_SADDR + 16]);
 }
 
 /// Sum of the TCP pseudo header: addresses, protocol and TCP length.
 #[inline(always)]
 fn pseudo_header_sum(family: Family, ip: &[u8; IPV6_HLEN], tcp_len: usize) -> u64 {
     let addrs = match family {
-        Family::V4 => &ip[12..20],
-        Family::V6 => &ip[8..40],
+        Family::V4 => &ip[IPV4_SADDR..IPV4_DADDR + 4],
+        Family::V6 => &ip[IPV6_SADDR..IPV6_DADDR + 16],
     };
     csum::add(u64::from(IPPROTO_TCP) + tcp_len as u64, addrs)
 }
@@ -298,10 +298,9 @@ fn read_fixed<const M: usize, const N: usize>(
     buf: &mut [u8; N],
 ) -> bool {
     const { assert!(M <= N) };
-    match ptr_at::<[u8; M]>(ctx, offset) {
+    match bytes_at::<M>(ctx, offset) {
         Some(src) => {
-            // SAFETY: bounds-checked by ptr_at.
-            buf[..M].copy_from_slice(unsafe { &*src });
+            buf[..M].copy_from_slice(src);
             true
         }
         None => false,

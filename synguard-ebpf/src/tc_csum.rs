@@ -37,19 +37,19 @@ use synguard_common::Counter;
 use crate::{
     counters::count,
     maps,
-    parse::{IPV6_HLEN, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_MAX_HLEN, TCP_RST, TCP_SYN},
+    parse::{
+        IPV6_HLEN, TCP_ACK, TCP_FIN, TCP_HLEN, TCP_MAX_HLEN, TCP_RST, TCP_SYN,
+        field::{IPV6_SADDR, TCP_CHECK},
+    },
 };
 
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
 /// Source and destination address in the IPv6 header.
-const ADDRS_OFF: usize = 8;
 const ADDRS_LEN: usize = 32;
 /// The pseudo-header: both addresses, the upper-layer length (32 bits), 3 zero bytes and the
 /// next header.
 const PSEUDO_LEN: usize = ADDRS_LEN + 8;
-/// Offset of the checksum field in the TCP header.
-const TCP_CHECK_OFF: usize = 16;
 
 /// What the program did with a segment.
 enum Verdict {
@@ -115,7 +115,7 @@ fn judge_segment(ctx: &TcContext) -> Verdict {
     let mut pseudo = [0u8; PSEUDO_LEN];
     let mut header = [0u8; TCP_MAX_HLEN];
     if !(TCP_HLEN..=TCP_MAX_HLEN).contains(&tcp_len)
-        || load(ctx, ADDRS_OFF, &mut pseudo[..ADDRS_LEN]).is_none()
+        || load(ctx, IPV6_SADDR, &mut pseudo[..ADDRS_LEN]).is_none()
         || load(ctx, l4_off, &mut header[..tcp_len]).is_none()
     {
         return Verdict::Untouched;
@@ -132,7 +132,7 @@ fn judge_segment(ctx: &TcContext) -> Verdict {
         return Verdict::Verified;
     }
     // csum_partial sums in host order: read the field the same way.
-    let check = u16::from_ne_bytes([header[TCP_CHECK_OFF], header[TCP_CHECK_OFF + 1]]);
+    let check = u16::from_ne_bytes([header[TCP_CHECK], header[TCP_CHECK + 1]]);
     if check == fold(pseudo_sum) {
         Verdict::Untouched
     } else {

@@ -2,33 +2,33 @@
 //! packet in its own subprogram (a few loads), rather than the dispatcher's frame holding it.
 use synguard_common::{TupleWords, V4_MAPPED_WORD};
 
-use crate::parse::{Family, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, TcpPacket, ptr_at};
+use crate::parse::{
+    Family, IPV4_HLEN, IPV6_HLEN, TCP_HLEN, TcpPacket, bytes_at,
+    field::{IPV4_DADDR, IPV4_SADDR, IPV6_DADDR, IPV6_SADDR},
+};
 use aya_ebpf::programs::XdpContext;
 
 /// The tuple's words; `None` if the headers are not there (parsing proved they are).
 #[inline(always)]
 pub fn tuple_of(ctx: &XdpContext, pkt: &TcpPacket) -> Option<TupleWords> {
-    // SAFETY: bounds-checked by ptr_at.
-    let tcp = unsafe { &*ptr_at::<[u8; TCP_HLEN]>(ctx, pkt.l4_off)? };
+    let tcp = bytes_at::<TCP_HLEN>(ctx, pkt.l4_off)?;
     let mut tuple = TupleWords {
         ports: word(tcp, 0),
         ..TupleWords::default()
     };
     match pkt.family {
         Family::V4 => {
-            // SAFETY: bounds-checked by ptr_at.
-            let ip = unsafe { &*ptr_at::<[u8; IPV4_HLEN]>(ctx, pkt.l2_len)? };
+            let ip = bytes_at::<IPV4_HLEN>(ctx, pkt.l2_len)?;
             tuple.src[2] = V4_MAPPED_WORD;
-            tuple.src[3] = word(ip, 12);
+            tuple.src[3] = word(ip, IPV4_SADDR);
             tuple.dst[2] = V4_MAPPED_WORD;
-            tuple.dst[3] = word(ip, 16);
+            tuple.dst[3] = word(ip, IPV4_DADDR);
         }
         Family::V6 => {
-            // SAFETY: bounds-checked by ptr_at.
-            let ip = unsafe { &*ptr_at::<[u8; IPV6_HLEN]>(ctx, pkt.l2_len)? };
+            let ip = bytes_at::<IPV6_HLEN>(ctx, pkt.l2_len)?;
             for i in 0..4 {
-                tuple.src[i] = word(ip, 8 + 4 * i);
-                tuple.dst[i] = word(ip, 24 + 4 * i);
+                tuple.src[i] = word(ip, IPV6_SADDR + 4 * i);
+                tuple.dst[i] = word(ip, IPV6_DADDR + 4 * i);
             }
         }
     }

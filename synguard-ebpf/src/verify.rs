@@ -23,20 +23,19 @@ use aya_ebpf::{
 
 use crate::{
     csum,
-    parse::{Family, IPV4_HLEN, TCP_HLEN, TcpPacket, bytes_at, ptr_at},
+    parse::{
+        Family, IPV4_HLEN, TCP_HLEN, TcpPacket, bytes_at,
+        field::{IPV4_DADDR, IPV4_SADDR, IPV6_SADDR, TCP_CHECK},
+    },
     synack::bounded_len,
     zeroed,
 };
 
 const IPPROTO_TCP: u64 = 6;
-/// Offset of the TCP checksum field.
-const TCP_CHECK_OFF: usize = 16;
 /// Bytes summed per `bpf_loop` step of [`sum_packet`].
 const CHUNK: u32 = 64;
 /// Steps enough for any IP datagram (65535 bytes).
 const MAX_CHUNKS: u32 = 65536 / CHUNK;
-/// IPv6 source and destination address: 32 bytes from offset 8.
-const IPV6_ADDRS_OFF: usize = 8;
 
 /// The sum of the segment's TCP pseudo header: addresses, protocol and TCP length.
 #[inline(always)]
@@ -44,14 +43,12 @@ pub fn pseudo_header(ctx: &XdpContext, pkt: &TcpPacket) -> Option<u64> {
     let segment_len = (pkt.tcp_len + pkt.payload_len) as u64;
     Some(match pkt.family {
         Family::V4 => {
-            let ip = ptr_at::<[u8; IPV4_HLEN]>(ctx, pkt.l2_len)?;
-            // SAFETY: bounds-checked by ptr_at.
-            csum::add(IPPROTO_TCP + segment_len, unsafe { &(&*ip)[12..20] })
+            let ip = bytes_at::<IPV4_HLEN>(ctx, pkt.l2_len)?;
+            csum::add(IPPROTO_TCP + segment_len, &ip[IPV4_SADDR..IPV4_DADDR + 4])
         }
         Family::V6 => {
-            let addrs = ptr_at::<[u8; 32]>(ctx, pkt.l2_len + IPV6_ADDRS_OFF)?;
-            // SAFETY: bounds-checked by ptr_at.
-            csum::add(IPPROTO_TCP + segment_len, unsafe { &*addrs })
+            let addrs = bytes_at::<32>(ctx, pkt.l2_len + IPV6_SADDR)?;
+            csum::add(IPPROTO_TCP + segment_len, addrs)
         }
     })
 }
@@ -71,11 +68,9 @@ pub fn offloaded(field: u16, pseudo: u64) -> bool {
 pub fn syn_checksums_ok(ctx: &XdpContext, pkt: &TcpPacket) -> bool {
     let segment_len = pkt.tcp_len + pkt.payload_len;
     if pkt.family == Family::V4 {
-        let Some(ip) = ptr_at::<[u8; IPV4_HLEN]>(ctx, pkt.l2_len) else {
+        let Some(ip) = bytes_at::<IPV4_HLEN>(ctx, pkt.l2_len) else {
             return false;
         };
-        // SAFETY: bounds-checked by ptr_at.
-        let ip = unsafe { &*ip };
         let options = pkt.l4_off - pkt.l2_len - IPV4_HLEN;
         let Some(options_sum) = sum_packet(ctx, pkt.l2_len + IPV4_HLEN, options) else {
             return false;
@@ -90,7 +85,7 @@ pub fn syn_checksums_ok(ctx: &XdpContext, pkt: &TcpPacket) -> bool {
     let Some(fixed) = bytes_at::<TCP_HLEN>(ctx, pkt.l4_off) else {
         return false;
     };
-    let field = u16::from_be_bytes([fixed[TCP_CHECK_OFF], fixed[TCP_CHECK_OFF + 1]]);
+    let field = u16::from_be_bytes([fixed[TCP_CHECK], fixed[TCP_CHECK + 1]]);
     if offloaded(field, pseudo) {
         return true;
     }
