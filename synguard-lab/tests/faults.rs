@@ -25,7 +25,7 @@ const PORT: u16 = 8080;
 const PAYLOAD: usize = 4 * 1024;
 const CONNECTIONS: usize = 5;
 const TABLE: &str = "inet synguard";
-/// The daemon checks every 2 s; the issue asks for "within a few seconds".
+/// The daemon checks every 2 s: the table is back "within a few seconds".
 const DETECT: Duration = Duration::from_secs(5);
 /// Shutdown after the last interface went: detection plus the clean-up.
 const EXIT: Duration = Duration::from_secs(15);

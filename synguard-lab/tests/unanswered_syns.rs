@@ -39,7 +39,7 @@ type Edit = fn(&mut Spec);
 /// A kind of segment: name, edit of a valid SYN, whether it exists for IPv6, and the XDP
 /// counter it must move. The flag kinds (those XDP passes) are sent twice: with a full
 /// checksum, and as a local sender with checksum offload sends them (CHECKSUM_PARTIAL). nft
-/// `synproxy` drops IPv6 segments whose checksum is not marked verified (NOTES.md), so on a
+/// `synproxy` drops IPv6 segments whose checksum is not marked verified (docs/design.md), so on a
 /// veth only the second kind reaches it in IPv6.
 const KINDS: [(&str, Edit, bool, Counter); 5] = [
     (

@@ -1,5 +1,5 @@
-//! Reference model of synguard's packet policy, written from the specification
-//! ("Hostile input") and the README's operator controls (modes, source lists, per-source
+//! Reference model of synguard's packet policy, written from the documented behaviour
+//! ("Security and hostile input") and the README's operator controls (modes, source lists, per-source
 //! budgets), not from the eBPF code: for any frame, the XDP action, the counters that move and,
 //! for a SYN, the SYN-ACK the program must send.
 

@@ -1,7 +1,7 @@
 //! `synguard stats` and `synguard top`: the maps of a running synguard, read directly (no
 //! daemon involvement) through its pins, or without pins through the program attached to its
 //! interface ([`crate::datapath::attached`]), as tables for a terminal or, for `stats --json`, one JSON
-//! object per reading (schema [`STATS_SCHEMA`], documented in the README).
+//! object per reading (schema [`STATS_SCHEMA`], documented in docs/metrics.md).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -176,7 +176,7 @@ pub enum Command {
     Stats {
         #[command(flatten)]
         target: ReadTarget,
-        /// One JSON object (schema in the README) instead of the table.
+        /// One JSON object (schema in docs/metrics.md) instead of the table.
         #[arg(long)]
         json: bool,
     },

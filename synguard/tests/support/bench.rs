@@ -16,7 +16,8 @@ use super::reply;
 
 /// Room for a reply longer than its request, so that a too-long one is seen, not refused.
 const OUTPUT_SLACK: usize = 256;
-/// A SYN-ACK may be longer than the SYN by at most this much (the bound).
+/// A SYN-ACK may be longer than the SYN by at most this much: answering spoofed SYNs must not
+/// amplify them.
 pub const MAX_GROWTH: usize = 12;
 
 /// Whether the tests can load XDP programs; prints the SKIP line when not (fails in CI).

@@ -143,7 +143,7 @@ impl Defense<'_> {
 /// The textbook nftables synproxy table (SYNs untracked in raw prerouting, synproxy on
 /// untracked and invalid packets, other invalid ones dropped), plus synguard's raw-output
 /// `notrack` of synproxy's own handshake ACK, without which Linux ≥ 6.14 stalls a share of
-/// the connections for a second (README, "Why synguard's rules differ"): the latency column
+/// the connections for a second (docs/design.md, "Why synguard's rules differ"): the latency column
 /// then shows the load, not that stall. IPv4 flood, so the IPv4 MSS.
 struct SynproxyTable<'a> {
     netns: &'a Netns,
