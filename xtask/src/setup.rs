@@ -70,8 +70,10 @@ fn apt_packages() -> Result<()> {
         .iter()
         .copied()
         .filter(|p| {
+            // "install ok installed"; a package dpkg knows of but has not installed says
+            // "unknown ok not-installed" (or "deinstall ok config-files").
             output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
-                .is_none_or(|status| !status.ends_with("installed"))
+                .is_none_or(|status| status.split_whitespace().last() != Some("installed"))
         })
         .collect();
     if missing.is_empty() {
