@@ -5,3 +5,4 @@
 pub mod corpus;
 pub mod frame;
 pub mod model;
+mod segment;
