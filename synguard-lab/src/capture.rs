@@ -9,7 +9,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
-use etherparse::{NetSlice, SlicedPacket, TcpOptionElement, TransportSlice};
+use etherparse::{
+    Ipv4Header, Ipv6Header, LinkExtSlice, LinkSlice, NetSlice, SlicedPacket, TcpHeader,
+    TcpOptionElement, TransportSlice,
+};
 
 use crate::netns::{Netns, join};
 use crate::packet::{Frame, PacketSocket};
@@ -125,7 +128,10 @@ impl Drop for Capture {
 pub struct TcpSegment {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+    /// The outermost VLAN tag's id.
     pub vlan: Option<u16>,
+    /// The TPIDs of the VLAN tags, outermost first.
+    pub tpids: Vec<u16>,
     pub src: IpAddr,
     pub dst: IpAddr,
     /// IPv4 TTL or IPv6 hop limit.
@@ -151,6 +157,17 @@ pub struct TcpSegment {
     /// The sender left the TCP checksum to offload (see [`Frame`]); set by [`Capture`].
     pub checksum_offloaded: bool,
     pub payload_len: usize,
+    /// The IP header as etherparse decodes it, for checks of every field.
+    pub ip_header: IpHeader,
+    /// The TCP header as etherparse decodes it (options included).
+    pub tcp_header: TcpHeader,
+}
+
+/// The IP header of a [`TcpSegment`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IpHeader {
+    V4(Ipv4Header),
+    V6(Ipv6Header),
 }
 
 impl TcpSegment {
@@ -199,10 +216,19 @@ impl TcpSegment {
         let Some(TransportSlice::Tcp(tcp)) = &packet.transport else {
             return Ok(None);
         };
-        let Some(etherparse::LinkSlice::Ethernet2(eth)) = &packet.link else {
+        let Some(LinkSlice::Ethernet2(eth)) = &packet.link else {
             return Ok(None);
         };
-        let (src, dst, ttl, ip_checksum_ok, expected_tcp_checksum) = match &packet.net {
+        // The Ethernet type field holds the first TPID, each tag the next one.
+        let tpids: Vec<u16> = std::iter::once(eth.ether_type())
+            .chain(packet.link_exts.iter().filter_map(|ext| match ext {
+                LinkExtSlice::Vlan(vlan) => Some(vlan.ether_type()),
+                LinkExtSlice::Macsec(_) => None,
+            }))
+            .take(packet.vlan_ids().len())
+            .map(|tpid| tpid.0)
+            .collect();
+        let (src, dst, ttl, ip_checksum_ok, expected_tcp_checksum, ip_header) = match &packet.net {
             Some(NetSlice::Ipv4(ip)) => {
                 let header = ip.header();
                 let ip_ok = header.to_header().calc_header_checksum() == header.header_checksum();
@@ -213,6 +239,7 @@ impl TcpSegment {
                     header.ttl(),
                     ip_ok,
                     sum,
+                    IpHeader::V4(header.to_header()),
                 )
             }
             Some(NetSlice::Ipv6(ip)) => {
@@ -224,6 +251,7 @@ impl TcpSegment {
                     header.hop_limit(),
                     true,
                     sum,
+                    IpHeader::V6(header.to_header()),
                 )
             }
             _ => return Ok(None),
@@ -244,6 +272,7 @@ impl TcpSegment {
             src_mac: eth.source(),
             dst_mac: eth.destination(),
             vlan: packet.vlan_ids().first().map(|v| v.value()),
+            tpids,
             src,
             dst,
             ttl,
@@ -263,6 +292,8 @@ impl TcpSegment {
             tcp_checksum_ok: expected == tcp.checksum(),
             checksum_offloaded: false,
             payload_len: tcp.payload().len(),
+            ip_header,
+            tcp_header: tcp.to_header(),
         }))
     }
 }

@@ -17,9 +17,10 @@ use synguard::datapath::maps::DatapathState;
 use synguard::settings::cli::Cli;
 use synguard::settings::merge::Settings;
 use synguard_common::{Counter, DatapathConfig, SyncookieMode};
+use synguard_lab::capture::TcpSegment;
+use synguard_lab::harness::{self, Need};
 
-use support::bench::{Bench, running_as_root};
-use support::client;
+use support::bench::Bench;
 use support::corpus::{Case, JUMBO, PROTECTED, base, corpus};
 use support::frame::{ACK, Family, Ip, RST, Spec, TPID_8021AD, TPID_8021Q, opt};
 use support::model::{Listed, Policy};
@@ -108,6 +109,20 @@ fn jumbo_frames() {
     check_corpus(DatapathConfig::DEFAULT, |case| case.category == JUMBO);
 }
 
+/// Whether the tests can load XDP programs (root); prints the `SKIP` line when not (fails in
+/// CI).
+fn running_as_root() -> bool {
+    harness::has("hostile_packets", &[Need::Root])
+}
+
+/// The client's ACK completing `reply`, a SYN-ACK of the program (see [`Spec::ack_for`]).
+fn ack_for(reply: &[u8]) -> Spec {
+    let synack = TcpSegment::parse(reply)
+        .expect("a SYN-ACK etherparse decodes")
+        .expect("a SYN-ACK carrying TCP");
+    Spec::ack_for(&synack)
+}
+
 /// [`run_corpus`] on the program protecting [`PROTECTED`] with `config`.
 fn check_corpus(config: DatapathConfig, select: fn(&Case) -> bool) {
     if !running_as_root() {
@@ -141,7 +156,7 @@ fn run_corpus(mut bench: Bench, label: &str, select: fn(&Case) -> bool) {
         };
         let Some(reply) = verdict.reply else { continue };
         acks += 1;
-        match bench.check(&client::ack_for(&reply).build()) {
+        match bench.check(&ack_for(&reply).build()) {
             Ok(ack) if ack.outcome == Counter::AckCookieValid => {}
             Ok(ack) => failures.push(format!(
                 "{}: the client's ACK is {}, not ack_cookie_valid",
@@ -240,7 +255,7 @@ fn acks_to_our_syn_acks() {
                     .unwrap_or_else(|d| panic!("SYN {family:?} {tags:x?}:\n{d}"))
                     .reply
                     .expect("a SYN-ACK");
-                let ack = client::ack_for(&reply);
+                let ack = ack_for(&reply);
                 for (name, edit, valid) in variants {
                     let mut variant = ack.clone();
                     edit(&mut variant);
@@ -383,9 +398,7 @@ impl Step {
         }
         let verdict = bench.check(&spec.build())?;
         match (self, verdict.reply) {
-            (Step::Handshake, Some(reply)) => {
-                Ok(bench.check(&client::ack_for(&reply).build())?.outcome)
-            }
+            (Step::Handshake, Some(reply)) => Ok(bench.check(&ack_for(&reply).build())?.outcome),
             _ => Ok(verdict.outcome),
         }
     }
@@ -443,7 +456,7 @@ fn mutated_frames_agree_with_the_model() {
                 let verdict = bench
                     .check(&syn)
                     .unwrap_or_else(|d| panic!("base SYN:\n{d}"));
-                bases.push(client::ack_for(&verdict.reply.expect("a SYN-ACK")).build());
+                bases.push(ack_for(&verdict.reply.expect("a SYN-ACK")).build());
                 bases.push(syn);
             }
         }

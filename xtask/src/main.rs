@@ -183,6 +183,10 @@ fn test(unit: bool, args: &[String]) -> Result<()> {
     lint()?;
     // Builds the release daemon too; the package test installs the .deb.
     let deb = deb::deb()?;
+    // Every test binary of the host crates, one test at a time: the unit tests, synguard's
+    // `hostile_packets` (BPF_PROG_TEST_RUN) and the lab's one integration binary, `lab`
+    // (synguard-lab/tests/lab/main.rs, a module per concern: `cargo xtask test flood::` runs
+    // the `flood` module's tests).
     run(cargo("test")
         .args(HOST_CRATES)
         .args(["--no-fail-fast", "--", "--test-threads=1"])

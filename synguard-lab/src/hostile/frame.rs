@@ -5,7 +5,11 @@
 //! (so a lying length stays the frame's only lie): the IPv4 header checksum over IHL * 4
 //! bytes, the TCP checksum over the TCP segment up to the declared end of the datagram.
 
+use std::net::IpAddr;
+
 use etherparse::checksum::Sum16BitWords;
+
+use crate::capture::TcpSegment;
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -191,6 +195,35 @@ impl Spec {
         if self.dst_mac == SERVER_MAC {
             self.dst_mac = server_mac;
         }
+    }
+
+    /// The ACK a client sends for `synack`: seq = the SYN-ACK's ack, ack = its sequence number
+    /// (the cookie) + 1, the same VLAN tags, MAC and IP addresses and ports mirrored, no
+    /// options.
+    pub fn ack_for(synack: &TcpSegment) -> Self {
+        let family = match synack.dst {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        };
+        let mut ack = Self::syn(family, &synack.tpids, synack.sport, &[]);
+        ack.dst_mac = synack.src_mac;
+        ack.src_mac = synack.dst_mac;
+        match (&mut ack.ip, synack.dst, synack.src) {
+            (Ip::V4(ip), IpAddr::V4(src), IpAddr::V4(dst)) => {
+                ip.src = src.octets();
+                ip.dst = dst.octets();
+            }
+            (Ip::V6(ip), IpAddr::V6(src), IpAddr::V6(dst)) => {
+                ip.src = src.octets();
+                ip.dst = dst.octets();
+            }
+            _ => panic!("a SYN-ACK from {} to {}", synack.src, synack.dst),
+        }
+        ack.tcp.sport = synack.dport;
+        ack.tcp.seq = synack.ack;
+        ack.tcp.ack = synack.seq.wrapping_add(1);
+        ack.tcp.flags = ACK;
+        ack
     }
 
     pub fn v4(&mut self) -> Option<&mut V4> {
@@ -439,7 +472,6 @@ pub mod opt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::TcpSegment;
 
     #[test]
     fn built_frames_carry_right_checksums_unless_told_otherwise() {
@@ -478,5 +510,30 @@ mod tests {
             .add_slice(&segment)
             .ones_complement();
         assert_eq!(sum.to_ne_bytes(), spec.tcp_check().to_be_bytes());
+    }
+
+    #[test]
+    fn the_ack_for_a_syn_ack_mirrors_it() {
+        for (family, tags) in [
+            (Family::V4, &[][..]),
+            (Family::V6, &[TPID_8021AD, TPID_8021Q][..]),
+        ] {
+            // A SYN-ACK as the server sends it: the client's SYN with ends swapped.
+            let mut synack = Spec::syn(family, tags, 8080, &opt::mss(1460));
+            (synack.src_mac, synack.dst_mac) = (synack.dst_mac, synack.src_mac);
+            match &mut synack.ip {
+                Ip::V4(ip) => (ip.src, ip.dst) = (ip.dst, ip.src),
+                Ip::V6(ip) => (ip.src, ip.dst) = (ip.dst, ip.src),
+            }
+            (synack.tcp.sport, synack.tcp.dport) = (8080, 40_000);
+            (synack.tcp.seq, synack.tcp.ack) = (0xc00c_1e00, 0x1000_0001);
+            synack.tcp.flags = SYN | ACK;
+            let segment = TcpSegment::parse(&synack.build()).unwrap().unwrap();
+            assert_eq!(segment.tpids, tags, "{family:?}");
+
+            let mut want = Spec::syn(family, tags, 8080, &[]);
+            (want.tcp.seq, want.tcp.ack, want.tcp.flags) = (0x1000_0001, 0xc00c_1e01, ACK);
+            assert_eq!(Spec::ack_for(&segment).build(), want.build(), "{family:?}");
+        }
     }
 }

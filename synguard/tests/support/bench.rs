@@ -20,19 +20,6 @@ const OUTPUT_SLACK: usize = 256;
 /// amplify them.
 pub const MAX_GROWTH: usize = 12;
 
-/// Whether the tests can load XDP programs; prints the SKIP line when not (fails in CI).
-pub fn running_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        synguard_lab::harness::skip(
-            "hostile_packets",
-            "loading the XDP program needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)",
-        );
-    }
-    root
-}
-
 pub struct Bench {
     datapath: Datapath,
     policy: Policy,

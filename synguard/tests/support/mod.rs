@@ -1,7 +1,6 @@
-//! Helpers of the `hostile_packets` test: frames, the reference model, the test bench.
+//! Helpers of the `hostile_packets` test: the test bench, reply checks, proptest strategies.
 
 pub mod bench;
-pub mod client;
 mod reply;
 pub mod strategies;
 

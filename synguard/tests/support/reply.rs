@@ -1,10 +1,8 @@
-//! Checks a SYN-ACK the program sent against the model's, parsed with `etherparse` (a parser
-//! independent of both the datapath and the model).
+//! Checks a SYN-ACK the program sent against the model's, decoded by the lab's
+//! [`TcpSegment`] (etherparse: a parser independent of both the datapath and the model).
 
-use etherparse::{
-    IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, NetSlice, SlicedPacket, TcpHeader,
-    TcpOptionElement, TransportSlice,
-};
+use etherparse::{IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, TcpHeader, TcpOptionElement};
+use synguard_lab::capture::{IpHeader, TcpSegment};
 
 use super::frame::{ACK, CWR, ECE, FIN, PSH, RST, SYN, URG};
 use super::model::{Addrs, ReplyOption, SynAck};
@@ -29,74 +27,63 @@ pub fn verify(reply: &[u8], want: &SynAck) -> Result<u32, Vec<String>> {
             want.l2
         ));
     }
-    let packet = match SlicedPacket::from_ethernet(reply) {
-        Ok(packet) => packet,
+    let segment = match TcpSegment::parse(reply) {
+        Ok(Some(segment)) => segment,
+        Ok(None) => {
+            problems.push("etherparse finds no IPv4 or IPv6 TCP segment in the reply".to_owned());
+            return Err(problems);
+        }
         Err(e) => {
-            problems.push(format!("etherparse cannot parse the reply: {e}"));
+            problems.push(format!("etherparse cannot decode the reply: {e:#}"));
             return Err(problems);
         }
     };
-    let Some(TransportSlice::Tcp(tcp)) = &packet.transport else {
-        problems.push(format!(
-            "no TCP segment in the reply: {:?}",
-            packet.transport
-        ));
-        return Err(problems);
-    };
-    let tcp_len = tcp.slice().len();
-    let checksum = match (&packet.net, &want.addrs) {
-        (Some(NetSlice::Ipv4(ip)), &Addrs::V4 { src, dst }) => {
-            let got = ip.header().to_header();
-            if got.header_checksum != got.calc_header_checksum() {
+    let got = &segment.tcp_header;
+    let tcp_len = (got.header_len() + segment.payload_len) as u16;
+    match (&segment.ip_header, &want.addrs) {
+        (IpHeader::V4(got), &Addrs::V4 { src, dst }) => {
+            if !segment.ip_checksum_ok {
                 problems.push(format!(
                     "IPv4 header checksum {:#06x}, correct is {:#06x}",
                     got.header_checksum,
                     got.calc_header_checksum()
                 ));
             }
-            let mut want_ip = Ipv4Header::new(tcp_len as u16, want.ttl, IpNumber::TCP, src, dst)
+            let mut want_ip = Ipv4Header::new(tcp_len, want.ttl, IpNumber::TCP, src, dst)
                 .expect("a short TCP segment");
             want_ip.header_checksum = got.header_checksum;
-            if got != want_ip {
+            if *got != want_ip {
                 problems.push(format!("IPv4 header {got:?}, want {want_ip:?}"));
             }
-            tcp.calc_checksum_ipv4(src, dst)
         }
-        (Some(NetSlice::Ipv6(ip)), &Addrs::V6 { src, dst }) => {
-            let got = ip.header().to_header();
+        (IpHeader::V6(got), &Addrs::V6 { src, dst }) => {
             let want_ip = Ipv6Header {
                 traffic_class: 0,
                 flow_label: Ipv6FlowLabel::ZERO,
-                payload_length: tcp_len as u16,
+                payload_length: tcp_len,
                 next_header: IpNumber::TCP,
                 hop_limit: want.ttl,
                 source: src,
                 destination: dst,
             };
-            if got != want_ip {
+            if *got != want_ip {
                 problems.push(format!("IPv6 header {got:?}, want {want_ip:?}"));
             }
-            tcp.calc_checksum_ipv6(src, dst)
         }
-        (net, _) => {
-            problems.push(format!("network layer {net:?}, want {:?}", want.addrs));
+        (ip, _) => {
+            problems.push(format!("network layer {ip:?}, want {:?}", want.addrs));
             return Err(problems);
         }
-    };
-    let checksum = checksum.expect("a short TCP segment");
-    if tcp.checksum() != checksum {
-        problems.push(format!(
-            "TCP checksum {:#06x}, correct is {checksum:#06x}",
-            tcp.checksum()
-        ));
     }
-    let got = tcp.to_header();
-    let want_tcp = expected_tcp(&got, want);
-    if got != want_tcp {
+    if !segment.tcp_checksum_ok {
+        problems.push(format!("TCP checksum {:#06x} is wrong", got.checksum));
+    }
+    let want_tcp = expected_tcp(got, want);
+    if *got != want_tcp {
         problems.push(format!("TCP header {got:?}, want {want_tcp:?}"));
     }
-    if !tcp.payload().is_empty() {
-        problems.push(format!("{} bytes of TCP payload", tcp.payload().len()));
+    if segment.payload_len != 0 {
+        problems.push(format!("{} bytes of TCP payload", segment.payload_len));
     }
     if problems.is_empty() {
         Ok(got.sequence_number)
