@@ -34,9 +34,11 @@ const HALF_OPEN: u32 = 50;
 const INVALID_ACK: u32 = 100;
 const BLOCK: Duration = Duration::from_secs(2);
 const FLOOD: Duration = Duration::from_secs(4);
-/// When A tries to connect during the flood, and how long it waits for the handshake.
+/// When A tries to connect during the flood, and how long it waits for the handshake: less
+/// than TCP's first retransmission (1 s), so its one SYN lands in the middle of the first
+/// block. (A 1 s wait let the retransmission land at 2 s, just as that block ended.)
 const PROBE_AFTER: Duration = Duration::from_secs(1);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// Share of the flood that must be dropped as blocked: all but the segments before each
 /// block (a budget's worth per block) and what the veth lost.
 const BLOCKED_SHARE: f64 = 0.9;
