@@ -18,6 +18,10 @@
 //! legitimate client, the payload server's threads and the daemon. `SGL_DEBUG=1` prints the
 //! veths' and synguard's counters after each run. The server's CPU time is read as described in
 //! [`super::cpu`]; a legitimate client connects every [`LEGIT_INTERVAL`] throughout each run.
+//!
+//! Two more series run synguard alone: the source sweep ([`source_sweep`]: 1 to 16 M distinct
+//! sources) and multi-queue scaling ([`queue_scaling`]: the same floods into one receive queue
+//! and into two, one per CPU, so that both CPUs run the program on one flood).
 
 use std::fmt;
 use std::io::Write as _;
