@@ -62,6 +62,9 @@ pub struct Placement {
     pub server: &'static [usize],
     /// One generator thread on each of these.
     pub generators: &'static [usize],
+    /// The CPU of each of the client veth's queues' NAPI kthreads (the SYN-ACKs' receive
+    /// path), queue by queue.
+    pub client: &'static [usize],
 }
 
 impl Placement {
@@ -70,19 +73,23 @@ impl Placement {
     pub const SPLIT: Self = Self {
         server: &[SERVER_CPU],
         generators: &[GEN_CPU],
+        client: &[GEN_CPU],
     };
     /// The scaling reference: one queue on [`SERVER_CPU`], a generator on each CPU (both
     /// generators' frames reach the one queue).
     pub const ONE_QUEUE: Self = Self {
         server: &[SERVER_CPU],
         generators: &[GEN_CPU, SERVER_CPU],
+        client: &[GEN_CPU],
     };
     /// Two queues, one per CPU, and a generator on each CPU: veth puts a CPU's frames on its
     /// own queue, so every CPU runs the program on the same flood, as a multi-queue NIC's RSS
     /// would spread it.
+    /// The SYN-ACKs come back on the client's queue of the CPU that sent them.
     pub const TWO_QUEUES: Self = Self {
         server: &[GEN_CPU, SERVER_CPU],
         generators: &[GEN_CPU, SERVER_CPU],
+        client: &[GEN_CPU, SERVER_CPU],
     };
 
     pub fn queues(self) -> usize {
@@ -385,9 +392,9 @@ fn run_all(rates: &[Rate], seconds: u64, profiles: Option<&Path>) -> Result<Vec<
     let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
     kernel::set_sysctl(lab.server(), "net.ipv4.tcp_syncookies", "1")?;
     let _run_time_stats = enable_run_time_stats()?;
-    cpu::threaded_napi(lab.server(), lab.server_iface().name(), &[SERVER_CPU])?;
-    // The SYN-ACKs' receive path belongs to the generator's side.
-    cpu::threaded_napi(lab.client(), lab.client_iface().name(), &[GEN_CPU])?;
+    let placement = Placement::SPLIT;
+    cpu::threaded_napi(lab.server(), lab.server_iface().name(), placement.server)?;
+    cpu::threaded_napi(lab.client(), lab.client_iface().name(), placement.client)?;
     let mut runs = Vec::new();
     for &rate in &rates {
         for scenario in Scenario::ALL {
@@ -395,7 +402,7 @@ fn run_all(rates: &[Rate], seconds: u64, profiles: Option<&Path>) -> Result<Vec<
                 rate,
                 duration: Duration::from_secs(seconds),
                 sources: None,
-                placement: Placement::SPLIT,
+                placement,
             };
             let run = one(&lab, scenario, &flood, profiles)
                 .with_context(|| format!("{} at {rate}", scenario.name()))?;
@@ -432,15 +439,16 @@ pub fn source_sweep(seconds: u64, profiles: Option<&Path>) -> Result<Vec<Run>> {
         let lab = Lab::new()?;
         let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
         let _run_time_stats = enable_run_time_stats()?;
-        cpu::threaded_napi(lab.server(), lab.server_iface().name(), &[SERVER_CPU])?;
-        cpu::threaded_napi(lab.client(), lab.client_iface().name(), &[GEN_CPU])?;
+        let placement = Placement::SPLIT;
+        cpu::threaded_napi(lab.server(), lab.server_iface().name(), placement.server)?;
+        cpu::threaded_napi(lab.client(), lab.client_iface().name(), placement.client)?;
         let mut runs = Vec::new();
         for sources in SWEEP_SOURCES {
             let flood = Flood {
                 rate: Rate::Max,
                 duration: Duration::from_secs(seconds),
                 sources: Some(sources),
-                placement: Placement::SPLIT,
+                placement,
             };
             let run = one(&lab, Scenario::SynguardNative, &flood, profiles)
                 .with_context(|| format!("synguard native, {sources} sources"))?;
@@ -540,8 +548,7 @@ pub fn queue_scaling(seconds: u64, profiles: Option<&Path>) -> Result<Vec<Run>> 
             let lab = Lab::with_queues(u32::try_from(placement.queues())?)?;
             let server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
             cpu::threaded_napi(lab.server(), lab.server_iface().name(), placement.server)?;
-            // The SYN-ACKs come back on the queue of the CPU that sent them.
-            cpu::threaded_napi(lab.client(), lab.client_iface().name(), placement.server)?;
+            cpu::threaded_napi(lab.client(), lab.client_iface().name(), placement.client)?;
             labs.push((lab, server, placement));
         }
         let mut runs = Vec::new();
