@@ -43,7 +43,13 @@ mod tests {
         assert_eq!(block_time_left(top, "10.0.0.2/32").unwrap(), 28.0);
         assert!(block_time_left(top, "10.0.0.3/32").is_err());
         assert!(monitored_time_left(top, "10.0.0.2/32").is_err());
-        let monitored = top.replace("blocked sources ", "monitored sources (over budget, not blocked) ");
-        assert_eq!(monitored_time_left(&monitored, "10.0.0.2/32").unwrap(), 28.0);
+        let monitored = top.replace(
+            "blocked sources ",
+            "monitored sources (over budget, not blocked) ",
+        );
+        assert_eq!(
+            monitored_time_left(&monitored, "10.0.0.2/32").unwrap(),
+            28.0
+        );
     }
 }

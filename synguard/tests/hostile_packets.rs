@@ -378,11 +378,19 @@ fn per_source_budgets() {
                     })
                     .collect();
                 assert_eq!(outcomes, want, "{label}");
-                assert_eq!((blocks, marks), (0, 2), "{label}: one mark per source over a budget");
+                assert_eq!(
+                    (blocks, marks),
+                    (0, 2),
+                    "{label}: one mark per source over a budget"
+                );
             } else {
                 let want: Vec<Counter> = steps.iter().map(|(_, _, want)| *want).collect();
                 assert_eq!(outcomes, want, "{label}");
-                assert_eq!((blocks, marks), (2, 0), "{label}: one block per source over a budget");
+                assert_eq!(
+                    (blocks, marks),
+                    (2, 0),
+                    "{label}: one block per source over a budget"
+                );
             }
         }
     }

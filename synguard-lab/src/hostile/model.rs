@@ -315,8 +315,8 @@ impl Policy {
                 Expectation::drop(Counter::DropBadChecksum)
             };
             return Expectation {
-                peer_lookup,
                 over_budget,
+                peer_lookup,
                 ..judged
             };
         }
