@@ -7,18 +7,22 @@
 //! - A connects and downloads its payload during its own flood (under the default `drop`,
 //!   `per_source` shows that it cannot);
 //! - the flood's packets are handled as anyone's: its SYNs get cookie SYN-ACKs, its invalid
-//!   ACKs are dropped as invalid.
+//!   ACKs are dropped as invalid;
+//! - a reload to `per_source_action = "drop"` turns A's live mark into a block: A cannot
+//!   connect, `drop_source_blocked` moves.
 
 use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
+use nix::sys::signal::Signal;
 use synguard_common::Counter;
 use synguard_lab::client::{self, ClientConfig};
-use synguard_lab::daemon::{Daemon, XdpMode, run_once};
+use synguard_lab::daemon::{Daemon, run_once};
 use synguard_lab::flood::{Flood, FloodKind};
 use synguard_lab::harness::{self, Need, run_cases};
 use synguard_lab::kernel::Counters;
+use synguard_lab::scratch::ScratchDir;
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::top::monitored_time_left;
 use synguard_lab::topology::Lab;
@@ -30,6 +34,13 @@ const MARK: Duration = Duration::from_secs(30);
 /// A's connect during the flood may take TCP's retransmissions: a SYN or SYN-ACK the veth
 /// lost under the flood is no block.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+/// The config file holds the action alone (the flags the rest), so a reload switches it.
+const CONFIG: &str = "synguard.toml";
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn action(action: &str) -> String {
+    format!("per_source_action = \"{action}\"\n")
+}
 
 #[test]
 fn a_source_over_budget_is_reported_and_still_connects() {
@@ -47,18 +58,22 @@ fn a_source_over_budget_is_reported_and_still_connects() {
         let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
         let [flag, value] = case.budget();
         let mark = MARK.as_secs().to_string();
-        let mut daemon = Daemon::start(
+        let scratch = ScratchDir::create()?;
+        let config = scratch.write(CONFIG, action("log"))?;
+        let mut daemon = Daemon::start_with_config(
             lab.server(),
-            iface,
-            &PORT.to_string(),
-            XdpMode::Native,
+            &config,
             &[
+                "--iface",
+                iface,
+                "--ports",
+                &PORT.to_string(),
+                "--syncookies",
+                "always",
                 &flag,
                 &value,
                 "--block-seconds",
                 &mark,
-                "--per-source-action",
-                "log",
                 // A's own address is its source, as `top` shows it.
                 "--source-prefix6",
                 "128",
@@ -71,16 +86,19 @@ fn a_source_over_budget_is_reported_and_still_connects() {
         let before = Counters::of(a.server_iface())?;
         let flood = Flood::single_source(&lab, case.kind, a.server_ip(family), PORT, FLOOD)?;
         sleep(PROBE_AFTER);
-        let during = client::run(
-            a.netns(),
-            ClientConfig::new(
-                a.server_addr(family, PORT),
-                Protocol::RequestFirst,
-                PAYLOAD,
-                1,
+        let a_once = || {
+            client::run(
+                a.netns(),
+                ClientConfig::new(
+                    a.server_addr(family, PORT),
+                    Protocol::RequestFirst,
+                    PAYLOAD,
+                    1,
+                )
+                .connect_timeout(PROBE_TIMEOUT),
             )
-            .connect_timeout(PROBE_TIMEOUT),
-        )?;
+        };
+        let during = a_once()?;
         let (ok, top) = run_once(lab.server(), &["top", "-n", "5", "--iface", iface])?;
         let sent = flood.wait()?;
         let delta = Counters::of(a.server_iface())?.since(&before);
@@ -136,6 +154,21 @@ fn a_source_over_budget_is_reported_and_still_connects() {
             "summary without {source}: {summary}"
         );
         println!("daemon: {summary}");
+
+        scratch.write(CONFIG, action("drop"))?;
+        daemon.signal(Signal::SIGHUP)?;
+        daemon.wait_for_line("reload done", RELOAD_TIMEOUT)?;
+        let before = Counters::of(a.server_iface())?;
+        let after = a_once()?;
+        let delta = Counters::of(a.server_iface())?.since(&before);
+        ensure!(
+            after.successes() == 0,
+            "A connected after a reload to --per-source-action drop while marked over budget"
+        );
+        ensure!(
+            delta.get(Counter::DropSourceBlocked) >= 1,
+            "A's SYNs were not dropped as blocked after the reload: {delta}"
+        );
         daemon.stop()?.ensure_success()
     });
 }
