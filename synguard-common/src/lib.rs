@@ -66,12 +66,20 @@ pub const TRACK_THRESHOLD_DEFAULT: u32 = 32;
 pub const MAP_BLOCKS: &str = "SG_BLOCKS";
 pub const BLOCK_LINES: u32 = 1024;
 
-/// `Array<PeerLine>` with [`PEER_LINES`] slots, mmapable: 4-tuples the kernel may hold a socket
+/// `Array<PeerLine>` with [`PEER_LINES`] lines, mmapable: 4-tuples the kernel may hold a socket
 /// for (seen completing or continuing a connection, or seeded by the daemon from sock_diag).
 /// A slot holds the [`peer_mark`] of the last time a tuple hashing to it was seen, 0 if none.
 /// A SYN whose tuple has no live mark skips the kernel socket lookup.
+///
+/// Two regions, marked together: the first [`PEER_ADDRESS_LINES`] lines mark the tuples' source
+/// addresses ([`TupleWords::address_slot`]), the rest the tuples ([`TupleWords::tuple_slot`]).
+/// A SYN reads its address's slot first: 64 KiB that stay in the cache, where a spoofed
+/// source's slot is almost always empty, so it never reads the 1 MiB of tuple lines (a cache
+/// miss per SYN otherwise).
 pub const MAP_PEERS: &str = "SG_PEERS";
-pub const PEER_LINES: u32 = 16384;
+pub const PEER_ADDRESS_LINES: u32 = 1024;
+pub const PEER_TUPLE_LINES: u32 = 16384;
+pub const PEER_LINES: u32 = PEER_ADDRESS_LINES + PEER_TUPLE_LINES;
 /// Peer-filter epochs are `2^36` ns (68.7 s); a mark stays live for its epoch and two more, so
 /// at least 137 s after the tuple was last seen: longer than TIME_WAIT (60 s) plus FIN_WAIT2
 /// (`tcp_fin_timeout`, 60 s).
@@ -374,11 +382,27 @@ impl TupleWords {
         }
     }
 
+    /// The slot of this tuple's source address in [`MAP_PEERS`]: (line, byte).
+    #[inline(always)]
+    // An indexed loop on purpose (see `tuple_slot`).
+    #[allow(clippy::needless_range_loop)]
+    pub fn address_slot(&self, seed: u64) -> (u32, usize) {
+        let mut h = seed.rotate_left(32);
+        for i in 0..4 {
+            h = fold(h, u64::from(self.src[i]));
+        }
+        let h = finish(h);
+        (
+            (h >> 32) as u32 & (PEER_ADDRESS_LINES - 1),
+            (h & 63) as usize,
+        )
+    }
+
     /// The slot of this tuple in [`MAP_PEERS`]: (line, byte).
     #[inline(always)]
     // Indexed loops on purpose (see below).
     #[allow(clippy::needless_range_loop)]
-    pub fn peer_slot(&self, seed: u64) -> (u32, usize) {
+    pub fn tuple_slot(&self, seed: u64) -> (u32, usize) {
         // Indexed loops: the verifier follows them unrolled, not an iterator chain's pointers.
         let mut h = seed;
         for i in 0..4 {
@@ -388,7 +412,10 @@ impl TupleWords {
             h = fold(h, u64::from(self.dst[i]));
         }
         let h = finish(fold(h, u64::from(self.ports)));
-        ((h >> 32) as u32 & (PEER_LINES - 1), (h & 63) as usize)
+        (
+            PEER_ADDRESS_LINES + ((h >> 32) as u32 & (PEER_TUPLE_LINES - 1)),
+            (h & 63) as usize,
+        )
     }
 }
 

@@ -281,7 +281,12 @@ impl Policy {
             return Expectation::pass(Counter::PassOtherFlags);
         }
         let threshold = self.config.track_threshold;
-        let peer_slot = peer_words(&segment.tuple).peer_slot(self.config.hash_seed);
+        let tuple = peer_words(&segment.tuple);
+        // A tuple's mark and its source address's go together.
+        let peer_slots = [
+            tuple.address_slot(self.config.hash_seed),
+            tuple.tuple_slot(self.config.hash_seed),
+        ];
         let source = self.source(&segment.tuple.addrs);
         if is_syn {
             source.attempts = source.attempts.saturating_add(1);
@@ -305,9 +310,9 @@ impl Policy {
             // Only a tuple XDP has seen reach the kernel is looked up (and none of the
             // corpus's has a kernel socket). A SYN the kernel would drop for a wrong checksum
             // gets no SYN-ACK either; the kernel itself verifies the SYNs it answers.
-            let peer_lookup = self.peers.contains(&peer_slot);
+            let peer_lookup = peer_slots.iter().all(|slot| self.peers.contains(slot));
             let judged = if !self.cookie_ports.contains(&segment.tuple.dport) {
-                self.peers.insert(peer_slot);
+                self.peers.extend(peer_slots);
                 Expectation::pass(Counter::SynToKernel)
             } else if segment.checksums_ok() {
                 self.answer(frame, &segment)
@@ -334,7 +339,7 @@ impl Policy {
             if heavy {
                 source.half_open = source.half_open.saturating_sub(1);
             }
-            self.peers.insert(peer_slot);
+            self.peers.extend(peer_slots);
             return Expectation {
                 probe_repaired: probe,
                 ..Expectation::pass(Counter::AckCookieValid)

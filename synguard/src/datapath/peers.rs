@@ -74,10 +74,12 @@ impl PeerSeeder {
             .iter()
             .filter(|c| ports.contains(c.local.port()))
         {
-            let (line, at) = inbound_tuple(connection).peer_slot(self.seed);
-            let index = line as usize * size_of::<PeerLine>() + at;
-            // SAFETY: index < MAP_BYTES (line and byte are masked to the map's size).
-            unsafe { self.marks.add(index).as_ref() }.store(mark, Ordering::Relaxed);
+            let tuple = inbound_tuple(connection);
+            for (line, at) in [tuple.address_slot(self.seed), tuple.tuple_slot(self.seed)] {
+                let index = line as usize * size_of::<PeerLine>() + at;
+                // SAFETY: index < MAP_BYTES (line and byte are masked to the map's size).
+                unsafe { self.marks.add(index).as_ref() }.store(mark, Ordering::Relaxed);
+            }
             marked += 1;
         }
         Ok(marked)
