@@ -10,8 +10,8 @@
 use std::io;
 use std::time::Instant;
 
-use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::Socket;
+use netlink_sys::protocols::NETLINK_NETFILTER;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 

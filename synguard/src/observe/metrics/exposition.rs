@@ -398,7 +398,7 @@ impl Collector for Scrape {
             e,
             "synguard_nft_table_restores",
             "Times the nftables table inet synguard was found deleted or changed from outside and put back.",
-            vec![(Vec::new(), self.table_restores)],
+            vec![(self.labels(&[]), self.table_restores)],
         )?;
         counters(
             e,
@@ -515,7 +515,7 @@ mod tests {
             r#"synguard_map_capacity{iface="eth0",map="SG_SOURCES"} 65536"#,
             r#"synguard_kernel_tcpext_total{counter="SyncookiesSent"} 9"#,
             r#"synguard_kernel_sockets{port="80",state="syn_recv"} 2"#,
-            "synguard_nft_table_restores_total 2",
+            r#"synguard_nft_table_restores_total{iface="eth0"} 2"#,
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
