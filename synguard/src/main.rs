@@ -138,7 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut datapath =
         Datapath::load_pinned(&DatapathState::of(&settings), &lifecycle.map_pins()?)?;
     // Subscribed before the table is installed: no change after that goes unseen.
-    let mut table_watch = TableWatch::new();
+    let mut table_watch = TableWatch::subscribe();
     // The table's ct expressions load nf_conntrack, which the conntrack sysctl needs.
     let mut table = lifecycle.install_table(&ports, &config)?;
     let mut sysctls = lifecycle.sysctls();

@@ -24,7 +24,7 @@ use synguard_lab::daemon::XdpMode;
 use synguard_lab::flood::{Flood, FloodKind};
 use synguard_lab::harness::{self, Bench, Need, run_cases};
 use synguard_lab::kernel::{self, Counters};
-use synguard_lab::netns::Netns;
+use synguard_lab::netns::{Iface, Netns};
 use synguard_lab::scratch::ScratchDir;
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Family, Lab};
@@ -140,7 +140,7 @@ fn flushed_ruleset_is_restored_within_a_second_during_a_flood() {
         legit.stop();
         let report = legit.join()?;
         let counters = Counters::of(lab.server_iface())?.since(&before);
-        let ifaces = [lab.server_iface(), lab.attacker()?.server_iface()].map(|i| i.name());
+        let ifaces = [lab.server_iface(), lab.attacker()?.server_iface()].map(Iface::name);
         let restores = sample(
             &scrape(lab)?,
             &format!(

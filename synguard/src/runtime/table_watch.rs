@@ -45,7 +45,7 @@ pub struct TableWatch {
 impl TableWatch {
     /// Subscribes to the nftables events of this network namespace; without them (logged) the
     /// poll alone checks.
-    pub fn new() -> Self {
+    pub fn subscribe() -> Self {
         let events = NftEvents::open()
             .map_err(|e| {
                 warn!(
