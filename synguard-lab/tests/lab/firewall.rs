@@ -71,8 +71,8 @@ fn bench(lab: Lab) -> Result<Bench> {
     )
 }
 
-/// A client connecting every [`ATTEMPT_EVERY`] until stopped, each attempt given up after
-/// [`ATTEMPT_TIMEOUT`] at most per step.
+/// A client connecting every [`ATTEMPT_EVERY`] until stopped; an attempt fails once its
+/// connect, or a read of the payload, waits [`ATTEMPT_TIMEOUT`].
 fn tight_client(lab: &Lab) -> Result<LegitClient> {
     let config = ClientConfig {
         connections: usize::MAX,
