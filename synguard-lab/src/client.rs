@@ -94,12 +94,22 @@ pub struct Sample {
     pub total: Duration,
 }
 
+/// When one connection was tried and whether it succeeded.
+#[derive(Clone, Copy, Debug)]
+pub struct Attempt {
+    pub started: Instant,
+    pub ended: Instant,
+    pub ok: bool,
+}
+
 /// The outcome of a client run.
 #[derive(Clone, Debug, Default)]
 pub struct ClientReport {
     pub samples: Vec<Sample>,
     /// One message per failed connection.
     pub failures: Vec<String>,
+    /// Every connection in order.
+    pub attempts: Vec<Attempt>,
     pub elapsed: Duration,
 }
 
@@ -128,6 +138,28 @@ impl ClientReport {
         }
         let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
         values[rank.min(values.len() - 1)]
+    }
+
+    /// The longest time new connections kept failing: from the start of the first failed
+    /// attempt of a run to the start of the next successful one (or the end of the run's
+    /// last attempt, if none followed).
+    pub fn longest_failure(&self) -> Duration {
+        let mut longest = Duration::ZERO;
+        let mut run_start: Option<Instant> = None;
+        for attempt in &self.attempts {
+            match (attempt.ok, run_start) {
+                (false, None) => run_start = Some(attempt.started),
+                (true, Some(start)) => {
+                    longest = longest.max(attempt.started - start);
+                    run_start = None;
+                }
+                _ => {}
+            }
+        }
+        if let (Some(start), Some(last)) = (run_start, self.attempts.last()) {
+            longest = longest.max(last.ended - start);
+        }
+        longest
     }
 
     pub fn max(&self, metric: fn(&Sample) -> Duration) -> Duration {
@@ -311,7 +343,14 @@ fn run_loop(config: &ClientConfig, progress: &Progress, stop: &AtomicBool) -> Cl
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
         let port = (!ports.is_empty()).then(|| ports[i % ports.len()]);
-        match connection(config, port, &expected) {
+        let started = Instant::now();
+        let outcome = connection(config, port, &expected);
+        report.attempts.push(Attempt {
+            started,
+            ended: Instant::now(),
+            ok: outcome.is_ok(),
+        });
+        match outcome {
             Ok(sample) => {
                 report.samples.push(sample);
                 progress.ok.fetch_add(1, Ordering::Relaxed);
@@ -395,6 +434,7 @@ mod tests {
 
     fn report(ms: &[u64]) -> ClientReport {
         ClientReport {
+            attempts: Vec::new(),
             samples: ms
                 .iter()
                 .map(|&m| Sample {
@@ -416,10 +456,37 @@ mod tests {
         assert_eq!(r.max(|s| s.total), Duration::from_millis(200));
         assert_eq!(r.slower_than(connect, Duration::from_millis(3)), 2);
         assert_eq!((r.successes(), r.attempts()), (5, 6));
+        assert_eq!(r.longest_failure(), Duration::ZERO);
         let hist = r.distribution(connect);
         assert!(
             hist.contains("0-1 ms: 1") && hist.contains("64-128 ms: 1"),
             "{hist}"
         );
+    }
+
+    #[test]
+    fn longest_failure_runs_to_the_next_success() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let attempt = |start: u64, end: u64, ok: bool| Attempt {
+            started: t0 + ms(start),
+            ended: t0 + ms(end),
+            ok,
+        };
+        let mut r = ClientReport {
+            attempts: vec![
+                attempt(0, 5, true),
+                attempt(10, 20, false),
+                attempt(20, 30, false),
+                attempt(40, 45, true),
+                attempt(50, 60, false),
+                attempt(60, 300, false),
+                attempt(300, 310, true),
+            ],
+            ..ClientReport::default()
+        };
+        assert_eq!(r.longest_failure(), ms(250));
+        r.attempts.push(attempt(400, 1000, false));
+        assert_eq!(r.longest_failure(), ms(600));
     }
 }

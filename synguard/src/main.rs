@@ -27,6 +27,7 @@ use synguard::runtime::auto;
 use synguard::runtime::control::Control;
 use synguard::runtime::lifecycle::Lifecycle;
 use synguard::runtime::notify;
+use synguard::runtime::table_watch::TableWatch;
 use synguard::runtime::watch::{self, Watch};
 use synguard::settings::cli::{Cli, Command};
 use synguard::settings::merge::Settings;
@@ -136,8 +137,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let mut datapath =
         Datapath::load_pinned(&DatapathState::of(&settings), &lifecycle.map_pins()?)?;
+    // Subscribed before the table is installed: no change after that goes unseen.
+    let mut table_watch = TableWatch::subscribe();
     // The table's ct expressions load nf_conntrack, which the conntrack sysctl needs.
-    let table = lifecycle.install_table(&ports, &config)?;
+    let mut table = lifecycle.install_table(&ports, &config)?;
     let mut sysctls = lifecycle.sysctls();
     // A cookie ACK must be `invalid` for synproxy to take it; with loose tracking conntrack
     // would pick it up mid-stream and the hand-off fails.
@@ -161,7 +164,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(listener) = metrics_listener {
         info!("metrics at http://{}/metrics", listener.local_addr()?);
         let reader = MapReader::of_maps(program, datapath.map_views()?)?;
-        server::spawn(listener, Exporter::new(reader, &names));
+        server::spawn(
+            listener,
+            Exporter::new(reader, &names, table_watch.restores()),
+        );
     }
     info!(
         "synguard ready: XDP on {} ({xdp_mode} mode), protecting TCP ports {ports}, syncookies {}",
@@ -179,7 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut auto_ticks = tokio::time::interval(auto::TICK);
     auto_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Deleted interfaces and a deleted nftables table (see `watch`).
+    // Deleted interfaces (see `watch`).
     let mut watch = Watch::new(&ifaces);
     let mut watch_ticks = interval_at(Instant::now() + watch::TICK, watch::TICK);
     watch_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -191,7 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             _ = sigint.recv() => break Ok("SIGINT"),
             _ = sighup.recv() => {
                 notify::reloading();
-                control.reload(maps, &table, &mut sysctls);
+                control.reload(maps, &mut table, &mut sysctls);
                 notify::ready(&stats.status(control.settings().syncookies));
             }
             _ = auto_ticks.tick(), if control.auto_active() => control.tick(maps),
@@ -206,10 +212,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             _ = watch_ticks.tick() => {
                 // An error: no interface is left.
-                if let Err(e) = watch.tick(&mut attachments, &table, control.settings()) {
+                if let Err(e) = watch.tick(&mut attachments) {
                     break Err(e);
                 }
             }
+            trigger = table_watch.next() => table_watch.check(trigger, &mut table, control.settings()),
         }
     };
 

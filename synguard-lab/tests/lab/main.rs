@@ -10,6 +10,7 @@ mod cleanup;
 mod config;
 mod download;
 mod faults;
+mod firewall;
 mod flood;
 mod hostile_veth;
 mod lab;

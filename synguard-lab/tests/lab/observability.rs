@@ -36,7 +36,7 @@ const INTO_FLOOD: Duration = Duration::from_secs(2);
 const IDLE_SLACK: u64 = 10;
 
 /// `/metrics` in the classic Prometheus text format (what curl gets).
-fn scrape(lab: &Lab) -> Result<String> {
+pub(crate) fn scrape(lab: &Lab) -> Result<String> {
     lab.server()
         .exec("curl", &["-sSf", &format!("http://{METRICS}/metrics")])
 }
@@ -55,7 +55,7 @@ fn scrape_openmetrics(lab: &Lab) -> Result<String> {
 }
 
 /// The value of the sample `series` (name and labels exactly as exposed).
-fn sample(text: &str, series: &str) -> Result<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Result<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .ok_or_else(|| anyhow!("no `{series}` in the exposition"))?

@@ -59,7 +59,7 @@ impl Control {
     pub fn reload(
         &mut self,
         maps: &mut DatapathMaps,
-        table: &SynproxyTable,
+        table: &mut SynproxyTable,
         sysctls: &mut SysctlGuard,
     ) {
         info!("SIGHUP: reloading the configuration");
@@ -80,7 +80,7 @@ impl Control {
     fn try_reload(
         &mut self,
         maps: &mut DatapathMaps,
-        table: &SynproxyTable,
+        table: &mut SynproxyTable,
         sysctls: &mut SysctlGuard,
     ) -> anyhow::Result<()> {
         let mut new = Settings::load(&self.cli)?;

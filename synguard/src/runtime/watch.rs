@@ -1,9 +1,6 @@
-//! Faults from outside while the daemon runs, checked every [`TICK`]:
-//!
-//! - an interface synguard attached to was deleted: logged, its attachment (link, pins) is
-//!   dropped, the others keep working; once none is left the daemon stops with an error.
-//! - synguard's nftables table was deleted (`nft delete table inet synguard`, a `nft flush
-//!   ruleset`): it is installed again with the settings in force, and a warning says so.
+//! Interfaces deleted while the daemon runs, checked every [`TICK`]: the deletion is logged,
+//! its attachment (link, pins) is dropped, the others keep working; once none is left the
+//! daemon stops with an error. (The nftables table has its own watch: `table_watch`.)
 
 use std::ffi::CStr;
 use std::time::Duration;
@@ -12,10 +9,8 @@ use anyhow::bail;
 use tracing::{error, warn};
 
 use crate::datapath::attach::{Attachments, Interface};
-use crate::kernel::nft::table::SynproxyTable;
-use crate::settings::merge::Settings;
 
-/// How often the interfaces and the table are checked.
+/// How often the interfaces are checked.
 pub const TICK: Duration = Duration::from_secs(2);
 
 /// The interfaces still protected, and those that disappeared.
@@ -32,20 +27,9 @@ impl Watch {
         }
     }
 
-    /// One check of the interfaces and of the table. An error means no interface is left to
-    /// protect: the daemon should shut down and exit non-zero.
-    pub fn tick(
-        &mut self,
-        attachments: &mut Attachments,
-        table: &SynproxyTable,
-        settings: &Settings,
-    ) -> anyhow::Result<()> {
-        self.check_interfaces(attachments)?;
-        check_table(table, settings);
-        Ok(())
-    }
-
-    fn check_interfaces(&mut self, attachments: &mut Attachments) -> anyhow::Result<()> {
+    /// One check of the interfaces. An error means no interface is left to protect: the
+    /// daemon should shut down and exit non-zero.
+    pub fn tick(&mut self, attachments: &mut Attachments) -> anyhow::Result<()> {
         let (present, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.present)
             .into_iter()
             .partition(|iface| exists(iface.index));
@@ -75,18 +59,6 @@ impl Watch {
             );
         }
         Ok(())
-    }
-}
-
-/// Restores the table if it is gone; failures are logged (the next tick tries again).
-fn check_table(table: &SynproxyTable, settings: &Settings) {
-    match table.restore_if_missing(&settings.ports, &settings.datapath) {
-        Ok(false) => {}
-        Ok(true) => warn!(
-            "nftables table inet synguard was deleted from outside synguard: restored it (synproxy on ports {})",
-            settings.ports
-        ),
-        Err(e) => warn!("checking the nftables table inet synguard: {e}"),
     }
 }
 

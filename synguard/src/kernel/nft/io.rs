@@ -37,6 +37,25 @@ pub enum NftError {
     Output(#[source] NftablesError),
 }
 
+/// `nft list table inet synguard` (no handles), or `None` if the table is gone: what a
+/// check compares with the listing taken after synguard's own last change.
+pub(super) fn table_listing() -> Result<Option<String>, NftError> {
+    if !table_exists()? {
+        return Ok(None);
+    }
+    let output = Command::new(NFT)
+        .args(["list", "table", "inet", TABLE])
+        .output()
+        .map_err(exec_error)?;
+    if !output.status.success() {
+        return Err(failed(
+            "listing the synguard table",
+            &String::from_utf8_lossy(&output.stderr),
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
+}
+
 pub(super) fn table_exists() -> Result<bool, NftError> {
     let listed = helper::get_current_ruleset_with_args(Some(NFT), ["list", "tables", "inet"])
         .map_err(|e| nft_error(e, "listing tables"))?;

@@ -23,7 +23,13 @@ pub(super) const TABLE: &str = "synguard";
 const FAMILY: NfFamily = NfFamily::INet;
 const PORTS_SET: &str = "ports";
 const PRIO_RAW: i32 = -300;
-const PRIO_FILTER: i32 = 0;
+/// The input chain's: after conntrack (-200), whose `ct state` synproxy needs, and before the
+/// filter chains of the host's own firewall (priority filter, 0: nft rulesets, iptables-nft;
+/// firewalld's at 10). Of two base chains of one priority the later registered runs first, so
+/// at 0 a user's chain recreated after synguard's would see cookie ACKs first, `ct state
+/// invalid`, and drop them unless it accepted the port whatever the state (measured:
+/// `firewall.rs`). Here synproxy always takes them first.
+const PRIO_MANGLE: i32 = -150;
 
 /// Serializes for `nft -j`, fixing nftables 0.6.3's `Statement::Notrack`, which serializes
 /// as the bare string `"notrack"` where nft expects `{"notrack": null}` (nft rejects the
@@ -55,7 +61,7 @@ pub(super) fn to_nft_json(ruleset: &Nftables<'_>) -> Value {
 ///   set ports { type inet_service; flags interval; elements = { ... } }
 ///   chain output { type filter hook output priority raw;
 ///     tcp dport @ports tcp flags & (fin|syn|rst|ack) == ack fib saddr type != local notrack }
-///   chain input { type filter hook input priority filter;
+///   chain input { type filter hook input priority mangle;
 ///     iifname != "lo" meta nfproto ipv4 tcp dport @ports tcp flags & (fin|syn|rst|ack) == ack ct state invalid,untracked synproxy mss MSS4 wscale W timestamp sack-perm
 ///     iifname != "lo" meta nfproto ipv6 tcp dport @ports tcp flags & (fin|syn|rst|ack) == ack ct state invalid,untracked synproxy mss MSS6 wscale W timestamp sack-perm
 ///     iifname != "lo" tcp dport @ports ct state invalid drop }
@@ -104,7 +110,7 @@ pub(super) fn ruleset(ports: &PortSet, config: &DatapathConfig) -> Nftables<'sta
             ..ports_set()
         }))),
         add(base_chain("output", NfHook::Output, PRIO_RAW)),
-        add(base_chain("input", NfHook::Input, PRIO_FILTER)),
+        add(base_chain("input", NfHook::Input, PRIO_MANGLE)),
         add(rule(
             "output",
             vec![

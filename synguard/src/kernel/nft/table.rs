@@ -1,16 +1,42 @@
 //! synguard's own nftables table over its life: installed, replaced, updated, restored when
-//! deleted from outside, and deleted.
+//! deleted or changed from outside, and deleted.
+
+use std::fmt;
 
 use synguard_common::DatapathConfig;
 use tracing::{info, warn};
 
-use crate::kernel::nft::io::{INSTALLING, NftError, apply, table_exists};
+use crate::kernel::nft::io::{INSTALLING, NftError, apply, table_exists, table_listing};
 use crate::kernel::nft::rules::{TABLE, delete_batch, replace_batch, ruleset, update_batch};
 use crate::settings::ports::PortSet;
 
 /// The installed table; dropping it deletes the table (logging, not failing, on error).
 pub struct SynproxyTable {
     installed: bool,
+    /// `nft list table` after synguard's last change: anything else was changed from outside.
+    /// Empty if the table was gone right after that change (the next check restores it).
+    written: String,
+}
+
+/// What [`SynproxyTable::restore_if_changed`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// As synguard left it.
+    Intact,
+    /// Gone (`nft flush ruleset`, `nft delete table inet synguard`).
+    Deleted,
+    /// There, but its chains, rules or set differ (`nft flush table inet synguard`, ...).
+    Changed,
+}
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Found::Intact => "intact",
+            Found::Deleted => "deleted",
+            Found::Changed => "changed",
+        })
+    }
 }
 
 impl SynproxyTable {
@@ -22,7 +48,10 @@ impl SynproxyTable {
         }
         apply(&ruleset(ports, config), INSTALLING)?;
         info!("nftables table inet {TABLE} installed (synproxy on ports {ports})");
-        Ok(Self { installed: true })
+        Ok(Self {
+            installed: true,
+            written: written()?,
+        })
     }
 
     /// Replaces the table an earlier synguard left in place (`--on-exit keep`, a crash) in one
@@ -32,28 +61,35 @@ impl SynproxyTable {
     pub fn replace(ports: &PortSet, config: &DatapathConfig) -> Result<Self, NftError> {
         apply(&replace_batch(ports, config), INSTALLING)?;
         info!("nftables table inet {TABLE} replaced (synproxy on ports {ports})");
-        Ok(Self { installed: false })
+        Ok(Self {
+            installed: false,
+            written: written()?,
+        })
     }
 
     /// Brings the table to new ports and synproxy options (reload), atomically.
-    pub fn update(&self, ports: &PortSet, config: &DatapathConfig) -> Result<(), NftError> {
+    pub fn update(&mut self, ports: &PortSet, config: &DatapathConfig) -> Result<(), NftError> {
         apply(&update_batch(ports, config), "updating the synguard table")?;
+        self.written = written()?;
         info!("nftables table inet {TABLE} updated (synproxy on ports {ports})");
         Ok(())
     }
 
-    /// Installs the table again, with `ports` and `config`, if it is gone (deleted from
-    /// outside). Returns whether it had to.
-    pub fn restore_if_missing(
-        &self,
+    /// Puts the table back, with `ports` and `config`, in one transaction if it was deleted
+    /// or changed from outside since synguard's last change. Returns what it found.
+    pub fn restore_if_changed(
+        &mut self,
         ports: &PortSet,
         config: &DatapathConfig,
-    ) -> Result<bool, NftError> {
-        if table_exists()? {
-            return Ok(false);
-        }
-        apply(&ruleset(ports, config), INSTALLING)?;
-        Ok(true)
+    ) -> Result<Found, NftError> {
+        let found = match table_listing()? {
+            None => Found::Deleted,
+            Some(listing) if listing == self.written => return Ok(Found::Intact),
+            Some(_) => Found::Changed,
+        };
+        apply(&replace_batch(ports, config), INSTALLING)?;
+        self.written = written()?;
+        Ok(found)
     }
 
     /// Leaves the table in place (`--on-exit keep`).
@@ -76,6 +112,11 @@ impl Drop for SynproxyTable {
             warn!("could not delete nftables table inet {TABLE}: {e}");
         }
     }
+}
+
+/// The table's listing right after synguard changed it.
+fn written() -> Result<String, NftError> {
+    Ok(table_listing()?.unwrap_or_default())
 }
 
 /// Deletes `table inet synguard` (`synguard detach`); succeeds if it is already gone.

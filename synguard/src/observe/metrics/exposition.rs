@@ -12,7 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use netlink_packet_sock_diag::inet::StateFlags;
@@ -41,11 +42,14 @@ pub struct Exporter {
     sock_diag: Mutex<Option<SockDiag>>,
     /// The last two readings of the sampler, older first.
     samples: Mutex<(Option<Loads>, Option<Loads>)>,
+    /// Restores of the nftables table (`runtime::table_watch`).
+    table_restores: Arc<AtomicU64>,
 }
 
 impl Exporter {
-    /// An exporter reading the datapath's maps through `reader`.
-    pub fn new(reader: MapReader, ifaces: &[&str]) -> Self {
+    /// An exporter reading the datapath's maps through `reader` and the daemon's count of
+    /// nftables table restores.
+    pub fn new(reader: MapReader, ifaces: &[&str], table_restores: Arc<AtomicU64>) -> Self {
         let sock_diag = SockDiag::open()
             .map_err(|e| warn!("metrics: no sock_diag socket ({e}): no socket gauges"))
             .ok();
@@ -54,6 +58,7 @@ impl Exporter {
             iface: ifaces.join(","),
             sock_diag: Mutex::new(sock_diag),
             samples: Mutex::new((None, None)),
+            table_restores,
         }
     }
 
@@ -113,6 +118,7 @@ impl Exporter {
             synproxy: kernel_view::synproxy()
                 .map_err(|e| debug!("metrics: /proc/net/stat/synproxy: {e}"))
                 .unwrap_or_default(),
+            table_restores: self.table_restores.load(Ordering::Relaxed),
             snapshot,
         };
         let mut registry = Registry::default();
@@ -157,6 +163,7 @@ struct Scrape {
     sockets: BTreeMap<u16, PortSockets>,
     tcpext: BTreeMap<String, u64>,
     synproxy: BTreeMap<String, u64>,
+    table_restores: u64,
 }
 
 impl Scrape {
@@ -401,6 +408,12 @@ impl Collector for Scrape {
         )?;
         counters(
             e,
+            "synguard_nft_table_restores",
+            "Times the nftables table inet synguard was found deleted or changed from outside and put back.",
+            vec![(self.labels(&[]), self.table_restores)],
+        )?;
+        counters(
+            e,
             "synguard_kernel_tcpext",
             "TcpExt counters of /proc/net/netstat in synguard's network namespace.",
             self.tcpext
@@ -495,6 +508,7 @@ mod tests {
             .collect(),
             tcpext: [("SyncookiesSent".to_owned(), 9)].into_iter().collect(),
             synproxy: BTreeMap::new(),
+            table_restores: 2,
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(scrape));
@@ -517,6 +531,7 @@ mod tests {
             r#"synguard_map_capacity{iface="eth0",map="SG_SOURCES"} 65536"#,
             r#"synguard_kernel_tcpext_total{counter="SyncookiesSent"} 9"#,
             r#"synguard_kernel_sockets{port="80",state="syn_recv"} 2"#,
+            r#"synguard_nft_table_restores_total{iface="eth0"} 2"#,
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
