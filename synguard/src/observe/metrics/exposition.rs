@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 use crate::datapath::counters::verdict;
 use crate::datapath::snapshot::{MapReader, ReadError, Snapshot, half_open};
 use crate::kernel::kernel_view::{self, PortSockets, SockDiag, TCPEXT_EXPORTED};
+use crate::observe::attack_events::{AttackBoard, PortAttacks};
 
 type Loads = (Instant, BTreeMap<u16, PortLoad>);
 
@@ -41,11 +42,13 @@ pub struct Exporter {
     sock_diag: Mutex<Option<SockDiag>>,
     /// The last two readings of the sampler, older first.
     samples: Mutex<(Option<Loads>, Option<Loads>)>,
+    attacks: AttackBoard,
 }
 
 impl Exporter {
-    /// An exporter reading the datapath's maps through `reader`.
-    pub fn new(reader: MapReader, ifaces: &[&str]) -> Self {
+    /// An exporter reading the datapath's maps through `reader`, and the attack events'
+    /// state from `attacks`.
+    pub fn new(reader: MapReader, ifaces: &[&str], attacks: AttackBoard) -> Self {
         let sock_diag = SockDiag::open()
             .map_err(|e| warn!("metrics: no sock_diag socket ({e}): no socket gauges"))
             .ok();
@@ -54,6 +57,7 @@ impl Exporter {
             iface: ifaces.join(","),
             sock_diag: Mutex::new(sock_diag),
             samples: Mutex::new((None, None)),
+            attacks,
         }
     }
 
@@ -113,6 +117,7 @@ impl Exporter {
             synproxy: kernel_view::synproxy()
                 .map_err(|e| debug!("metrics: /proc/net/stat/synproxy: {e}"))
                 .unwrap_or_default(),
+            attacks: self.attacks.read(),
             snapshot,
         };
         let mut registry = Registry::default();
@@ -157,6 +162,8 @@ struct Scrape {
     sockets: BTreeMap<u16, PortSockets>,
     tcpext: BTreeMap<String, u64>,
     synproxy: BTreeMap<String, u64>,
+    /// Ports that had an attack event since start.
+    attacks: BTreeMap<u16, PortAttacks>,
 }
 
 impl Scrape {
@@ -363,6 +370,26 @@ impl Collector for Scrape {
                 })
                 .collect(),
         )?;
+        let attacks = |port| self.attacks.get(&port).copied().unwrap_or_default();
+        let attacked: BTreeSet<u16> = ports.union(&self.attacks.keys().copied().collect()).copied().collect();
+        gauges(
+            e,
+            "synguard_attack_active",
+            "1 while the port is under attack (an attack event started and has not ended): its SYN rate reached --attack-syn-rate, or auto mode switched it to cookies.",
+            attacked
+                .iter()
+                .map(|&port| (per_port(&[], port), u64::from(attacks(port).active)))
+                .collect(),
+        )?;
+        counters(
+            e,
+            "synguard_attacks",
+            "Attack events started on the port since synguard started.",
+            attacked
+                .iter()
+                .map(|&port| (per_port(&[], port), attacks(port).started))
+                .collect(),
+        )?;
         gauges(
             e,
             "synguard_sources_blocked",
@@ -481,6 +508,15 @@ mod tests {
             .collect(),
             tcpext: [("SyncookiesSent".to_owned(), 9)].into_iter().collect(),
             synproxy: BTreeMap::new(),
+            attacks: [(
+                8080,
+                PortAttacks {
+                    active: true,
+                    started: 2,
+                },
+            )]
+            .into_iter()
+            .collect(),
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(scrape));
@@ -498,6 +534,10 @@ mod tests {
             r#"synguard_port_syns_total{iface="eth0",port="8080",answered_by="xdp"} 5"#,
             r#"synguard_port_half_open{iface="eth0",port="8080",queue="cookies"} 4.5"#,
             r#"synguard_sources_blocked{iface="eth0"} 1"#,
+            r#"synguard_attack_active{iface="eth0",port="8080"} 1"#,
+            r#"synguard_attack_active{iface="eth0",port="80"} 0"#,
+            r#"synguard_attacks_total{iface="eth0",port="8080"} 2"#,
+            r#"synguard_attacks_total{iface="eth0",port="80"} 0"#,
             r#"synguard_map_capacity{iface="eth0",map="SG_SOURCES"} 65536"#,
             r#"synguard_kernel_tcpext_total{counter="SyncookiesSent"} 9"#,
             r#"synguard_kernel_sockets{port="80",state="syn_recv"} 2"#,
