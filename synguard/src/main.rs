@@ -74,7 +74,11 @@ async fn main() -> ExitCode {
             }
         },
     };
-    init_logging(settings.as_ref().map_or_else(LogFormat::default, |s| s.log_format));
+    init_logging(
+        settings
+            .as_ref()
+            .map_or_else(LogFormat::default, |s| s.log_format),
+    );
 
     let result = match settings {
         Some(settings) => run(cli, settings).await,
@@ -218,10 +222,9 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     let mut watch = Watch::new(&ifaces);
     let mut watch_ticks = interval_at(Instant::now() + watch::TICK, watch::TICK);
     watch_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut attack_ticks = interval_at(
-        Instant::now() + attack_events::SAMPLE,
-        attack_events::SAMPLE,
-    );
+    // The first reading right away: SYNs after it count for an attack, those before are the
+    // adopted counters of an earlier run.
+    let mut attack_ticks = tokio::time::interval(attack_events::SAMPLE);
     attack_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut peer_ticks = interval_at(Instant::now() + peers::SEED_PERIOD, peers::SEED_PERIOD);
     peer_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

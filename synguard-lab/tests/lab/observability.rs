@@ -21,6 +21,7 @@ use synguard_lab::daemon::{Daemon, XdpMode, run_once};
 use synguard_lab::flood::{Flood, FloodKind};
 use synguard_lab::harness::{self, Need, PINNED_FLOOD_NEEDS, PinnedBench, run_cases};
 use synguard_lab::kernel::Counters;
+use synguard_lab::metrics::{sample, scrape};
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::top::block_time_left;
 use synguard_lab::topology::{Family, Lab};
@@ -35,12 +36,6 @@ const INTO_FLOOD: Duration = Duration::from_secs(2);
 /// and router traffic on the veth).
 const IDLE_SLACK: u64 = 10;
 
-/// `/metrics` in the classic Prometheus text format (what curl gets).
-fn scrape(lab: &Lab) -> Result<String> {
-    lab.server()
-        .exec("curl", &["-sSf", &format!("http://{METRICS}/metrics")])
-}
-
 /// `/metrics` in OpenMetrics, as Prometheus asks for it.
 fn scrape_openmetrics(lab: &Lab) -> Result<String> {
     lab.server().exec(
@@ -52,16 +47,6 @@ fn scrape_openmetrics(lab: &Lab) -> Result<String> {
             &format!("http://{METRICS}/metrics"),
         ],
     )
-}
-
-/// The value of the sample `series` (name and labels exactly as exposed).
-fn sample(text: &str, series: &str) -> Result<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .ok_or_else(|| anyhow!("no `{series}` in the exposition"))?
-        .trim()
-        .parse()
-        .with_context(|| format!("value of `{series}`"))
 }
 
 /// `promtool check metrics` on `text`: `None` if it accepts it, else its complaint.
@@ -117,10 +102,10 @@ fn metrics_move_during_a_flood_and_pass_promtool() {
                 METRICS,
             ],
         )?;
-        let before = scrape(&lab)?;
+        let before = scrape(&lab, METRICS)?;
         let flood = Flood::start(&lab, FloodKind::Syn, lab.server_ip(Family::V4), PORT, FLOOD)?;
         sleep(INTO_FLOOD);
-        let during = scrape(&lab)?;
+        let during = scrape(&lab, METRICS)?;
         let openmetrics = scrape_openmetrics(&lab)?;
         let sent = flood.wait()?;
         println!(
@@ -129,7 +114,7 @@ fn metrics_move_during_a_flood_and_pass_promtool() {
             sent.elapsed,
             sent.rate()
         );
-        let after = scrape(&lab)?;
+        let after = scrape(&lab, METRICS)?;
 
         let i = format!("iface=\"{iface}\"");
         let p = format!("{i},port=\"{PORT}\"");

@@ -19,10 +19,10 @@ use tracing::warn;
 
 use crate::datapath::counters::CounterTotals;
 use crate::datapath::snapshot::{MapReader, ReadError, monotonic_ns};
-use crate::settings::merge::Settings;
 use crate::observe::attack_detector::{
     AttackDetector, Reading, Summary, Thresholds, Transition, Trigger,
 };
+use crate::settings::merge::Settings;
 
 /// How often the ports are read: the SYN rates are per this period.
 pub const SAMPLE: Duration = Duration::from_secs(1);
@@ -55,6 +55,7 @@ impl AttackBoard {
         let entry = ports.entry(port).or_default();
         entry.started += u64::from(active);
         entry.active = active;
+        drop(ports);
     }
 }
 
@@ -127,7 +128,10 @@ impl AttackEvents {
                     );
                 }
                 Some(Transition::Ended(summary)) => {
-                    let start = self.at_start.remove(&port).unwrap_or_else(|| before.clone());
+                    let start = self
+                        .at_start
+                        .remove(&port)
+                        .unwrap_or_else(|| before.clone());
                     self.board.set(port, false);
                     self.log_end(port, &summary, &counters.since(&start));
                 }
@@ -139,7 +143,9 @@ impl AttackEvents {
     }
 
     fn log_end(&self, port: u16, summary: &Summary, during: &CounterTotals) {
-        let top = self.top_sources().unwrap_or_else(|e| format!("unknown ({e})"));
+        let top = self
+            .top_sources()
+            .unwrap_or_else(|e| format!("unknown ({e})"));
         let load = &summary.load;
         let syns = load.syns_to_kernel.wrapping_add(load.cookies_sent);
         let duration = summary.duration.as_secs_f64();

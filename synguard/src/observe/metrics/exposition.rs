@@ -371,12 +371,14 @@ impl Collector for Scrape {
                 .collect(),
         )?;
         let attacks = |port| self.attacks.get(&port).copied().unwrap_or_default();
-        let attacked: BTreeSet<u16> = ports.union(&self.attacks.keys().copied().collect()).copied().collect();
+        // The ports with per-port series, and those that had an attack.
+        let attack_ports: BTreeSet<u16> =
+            ports.iter().chain(self.attacks.keys()).copied().collect();
         gauges(
             e,
             "synguard_attack_active",
             "1 while the port is under attack (an attack event started and has not ended): its SYN rate reached --attack-syn-rate, or auto mode switched it to cookies.",
-            attacked
+            attack_ports
                 .iter()
                 .map(|&port| (per_port(&[], port), u64::from(attacks(port).active)))
                 .collect(),
@@ -385,7 +387,7 @@ impl Collector for Scrape {
             e,
             "synguard_attacks",
             "Attack events started on the port since synguard started.",
-            attacked
+            attack_ports
                 .iter()
                 .map(|&port| (per_port(&[], port), attacks(port).started))
                 .collect(),
