@@ -17,11 +17,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, ensure};
 use serde_json::Value;
-use synguard_lab::daemon::{Daemon, XdpMode};
+use synguard_lab::daemon::XdpMode;
 use synguard_lab::flood::{Flood, FloodKind};
-use synguard_lab::harness::{self, Need, run_cases};
+use synguard_lab::harness::{self, Bench, METRICS_FLOOD_NEEDS, run_cases};
 use synguard_lab::metrics::{sample, scrape};
-use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Family, Lab};
 
 const PORT: u16 = 8080;
@@ -48,6 +47,15 @@ fn events<'a>(lines: &'a [Value], name: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Fails unless every series of `text` has its expected value.
+fn expect_gauges<const N: usize>(text: &str, when: &str, expected: [(&str, f64); N]) -> Result<()> {
+    for (series, value) in expected {
+        let found = sample(text, series)?;
+        ensure!(found == value, "{when}: {series} {found}, expected {value}");
+    }
+    Ok(())
+}
+
 fn number(event: &Value, field: &str) -> Result<f64> {
     event[field]
         .as_f64()
@@ -56,25 +64,19 @@ fn number(event: &Value, field: &str) -> Result<f64> {
 
 #[test]
 fn a_flood_is_one_attack_with_its_numbers() {
-    let Some(_serial) = harness::start(
-        "attack events",
-        &[
-            Need::Daemon,
-            Need::Tool("hping3"),
-            Need::Tool("timeout"),
-            Need::Tool("curl"),
-        ],
-    ) else {
+    let Some(_serial) = harness::start("attack events", &METRICS_FLOOD_NEEDS) else {
         return;
     };
     run_cases("attack events", ["IPv4 native, syncookies auto"], |_| {
-        let lab = Lab::new()?;
-        let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
-        let iface = lab.server_iface().name();
         let cooldown = COOLDOWN.as_secs().to_string();
-        let mut daemon = Daemon::start(
-            lab.server(),
-            iface,
+        let Bench {
+            mut daemon,
+            server: _server,
+            lab,
+        } = Bench::start(
+            Lab::new()?,
+            PORT,
+            PAYLOAD,
             &PORT.to_string(),
             XdpMode::Native,
             &[
@@ -90,6 +92,7 @@ fn a_flood_is_one_attack_with_its_numbers() {
                 METRICS,
             ],
         )?;
+        let iface = lab.server_iface().name();
         let p = format!("iface=\"{iface}\",port=\"{PORT}\"");
         let active = format!("synguard_attack_active{{{p}}}");
         let total = format!("synguard_attacks_total{{{p}}}");
@@ -105,34 +108,15 @@ fn a_flood_is_one_attack_with_its_numbers() {
         sleep(INTO_FLOOD);
         let during = scrape(&lab, METRICS)?;
         let sent = flood.wait()?;
-        println!(
-            "flood: {} SYNs in {:.1?} ({:.0}/s)",
-            sent.sent,
-            sent.elapsed,
-            sent.rate()
-        );
-        ensure!(
-            sample(&during, &active)? == 1.0 && sample(&during, &total)? == 1.0,
-            "during the flood: {} {}, {} {}",
-            active,
-            sample(&during, &active)?,
-            total,
-            sample(&during, &total)?
-        );
+        println!("flood: {sent}");
+        expect_gauges(&during, "during the flood", [(&active, 1.0), (&total, 1.0)])?;
         let end = daemon
             .wait_for_line("\"attack_ended\"", END_TIMEOUT)
             .context("no attack end logged after the flood")?;
         println!("daemon: {end}");
         sleep(AFTER_END);
         let after = scrape(&lab, METRICS)?;
-        ensure!(
-            sample(&after, &active)? == 0.0 && sample(&after, &total)? == 1.0,
-            "after the flood: {} {}, {} {}",
-            active,
-            sample(&after, &active)?,
-            total,
-            sample(&after, &total)?
-        );
+        expect_gauges(&after, "after the flood", [(&active, 0.0), (&total, 1.0)])?;
         let port_syns: f64 = ["kernel", "xdp"]
             .iter()
             .map(|by| {

@@ -19,7 +19,9 @@ use serde_json::Value;
 use synguard_common::Counter;
 use synguard_lab::daemon::{Daemon, XdpMode, run_once};
 use synguard_lab::flood::{Flood, FloodKind};
-use synguard_lab::harness::{self, Need, PINNED_FLOOD_NEEDS, PinnedBench, run_cases};
+use synguard_lab::harness::{
+    self, METRICS_FLOOD_NEEDS, Need, PINNED_FLOOD_NEEDS, PinnedBench, run_cases,
+};
 use synguard_lab::kernel::Counters;
 use synguard_lab::metrics::{sample, scrape};
 use synguard_lab::server::{PayloadServer, Protocol};
@@ -71,15 +73,7 @@ fn promtool(text: &str) -> Result<Option<String>> {
 
 #[test]
 fn metrics_move_during_a_flood_and_pass_promtool() {
-    let Some(_serial) = harness::start(
-        "observability metrics",
-        &[
-            Need::Daemon,
-            Need::Tool("hping3"),
-            Need::Tool("timeout"),
-            Need::Tool("curl"),
-        ],
-    ) else {
+    let Some(_serial) = harness::start("observability metrics", &METRICS_FLOOD_NEEDS) else {
         return;
     };
     // The exposition check alone skips without promtool (the metrics are checked either way).

@@ -235,6 +235,10 @@ mod tests {
         seen
     }
 
+    const fn started(trigger: Trigger, syn_rate: f64) -> Transition {
+        Transition::Started { trigger, syn_rate }
+    }
+
     fn ended(seen: &[(u64, Transition)]) -> Vec<(u64, Summary)> {
         seen.iter()
             .filter_map(|&(s, t)| match t {
@@ -252,16 +256,7 @@ mod tests {
         seconds.extend([(5000, false), (600, false), (5000, false), (4000, false)]);
         seconds.extend([(0, false); 6]);
         let seen = run(&seconds);
-        assert_eq!(
-            seen[0],
-            (
-                2,
-                Transition::Started {
-                    trigger: Trigger::SynRate,
-                    syn_rate: 5000.0
-                }
-            )
-        );
+        assert_eq!(seen[0], (2, started(Trigger::SynRate, 5000.0)));
         let ends = ended(&seen);
         assert_eq!(seen.len(), 2, "{seen:?}");
         let (second, summary) = ends[0];
@@ -305,16 +300,7 @@ mod tests {
         seconds.extend([(0, true); 3]);
         seconds.extend([(0, false); 3]);
         let seen = run(&seconds);
-        assert_eq!(
-            seen[0],
-            (
-                1,
-                Transition::Started {
-                    trigger: Trigger::Cookies,
-                    syn_rate: 300.0
-                }
-            )
-        );
+        assert_eq!(seen[0], (1, started(Trigger::Cookies, 300.0)));
         let ends = ended(&seen);
         assert_eq!(ends.len(), 1, "{seen:?}");
         // The last reading with cookies on (second 6) says the load was high until second 3:
@@ -343,10 +329,7 @@ mod tests {
         // Port 81's entry appeared during the second: all its SYNs are new.
         assert_eq!(
             detector.observe(81, reading(1, 4000), T),
-            Some(Transition::Started {
-                trigger: Trigger::SynRate,
-                syn_rate: 4000.0
-            })
+            Some(started(Trigger::SynRate, 4000.0))
         );
         assert_eq!(detector.active().collect::<Vec<_>>(), [81]);
     }
