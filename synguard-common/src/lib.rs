@@ -159,17 +159,38 @@ named! {
     }
 }
 
-impl TryFrom<u8> for SyncookieMode {
-    /// The value, which no mode has.
-    type Error = u8;
+/// `TryFrom<u8>` for a `#[repr(u8)]` [`named!`] enum kept in a [`DatapathConfig`] byte.
+macro_rules! from_byte {
+    ($name:ident) => {
+        impl TryFrom<u8> for $name {
+            /// The value, which no variant has.
+            type Error = u8;
 
-    fn try_from(value: u8) -> Result<Self, u8> {
-        Self::ALL
-            .into_iter()
-            .find(|mode| *mode as u8 == value)
-            .ok_or(value)
+            fn try_from(value: u8) -> Result<Self, u8> {
+                Self::ALL
+                    .into_iter()
+                    .find(|variant| *variant as u8 == value)
+                    .ok_or(value)
+            }
+        }
+    };
+}
+
+from_byte!(SyncookieMode);
+
+named! {
+    /// `--per-source-action`: what happens to a source over a per-source budget.
+    #[repr(u8)]
+    pub enum PerSourceAction {
+        /// Blocked for `block_ns`: its SYNs and new-connection ACKs are dropped.
+        Drop = 0 => "drop",
+        /// Monitor mode: marked over budget for `block_ns` and reported (`synguard top`,
+        /// metrics, a log summary), its packets handled as any other source's.
+        Log = 1 => "log",
     }
 }
+
+from_byte!(PerSourceAction);
 
 named! {
     /// `--xdp-mode`: how XDP is attached. Not the datapath's business, but the daemon and the
@@ -186,7 +207,8 @@ named! {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DatapathConfig {
-    /// How long a source over budget stays blocked, in nanoseconds.
+    /// How long a source over budget stays blocked (marked, under [`PerSourceAction::Log`]),
+    /// in nanoseconds.
     pub block_ns: u64,
     /// Seed of the sketch and peer-filter hashes; the daemon sets a random one per program.
     pub hash_seed: u64,
@@ -216,8 +238,10 @@ pub struct DatapathConfig {
     /// [`POLICY_V4`] | [`POLICY_V6`]: which policy trie has entries, so packets skip the
     /// lookup in an empty one.
     pub policy: u8,
+    /// A [`PerSourceAction`] as `u8`.
+    pub per_source_action: u8,
     /// Reserved, keeps the struct padding-free; must be zero.
-    pub reserved: [u8; 2],
+    pub reserved: [u8; 1],
 }
 
 /// [`DatapathConfig::policy`] bit: [`MAP_POLICY4`] has entries.
@@ -240,7 +264,8 @@ impl DatapathConfig {
         source_prefix4: 32,
         source_prefix6: 64,
         policy: 0,
-        reserved: [0; 2],
+        per_source_action: PerSourceAction::Drop as u8,
+        reserved: [0; 1],
     };
 }
 
@@ -249,6 +274,12 @@ impl DatapathConfig {
     /// (which only tells `Off` apart), so it reads as `Always`.
     pub fn syncookie_mode(&self) -> SyncookieMode {
         SyncookieMode::try_from(self.syncookies).unwrap_or(SyncookieMode::Always)
+    }
+
+    /// [`Self::per_source_action`] as an action. A value no action has acts as `Drop` in the
+    /// datapath (which only tells `Log` apart), so it reads as `Drop`.
+    pub fn per_source_action(&self) -> PerSourceAction {
+        PerSourceAction::try_from(self.per_source_action).unwrap_or(PerSourceAction::Drop)
     }
 }
 
@@ -441,7 +472,8 @@ pub struct SourceKey {
 pub struct SourceState {
     /// Start of the current window (bpf_ktime_get_ns).
     pub window_start_ns: u64,
-    /// Blocked until this time (bpf_ktime_get_ns); 0 = not blocked.
+    /// Over a budget until this time (bpf_ktime_get_ns), 0 = never: blocked until then, or
+    /// only marked under [`PerSourceAction::Log`].
     pub blocked_until_ns: u64,
     /// SYNs to protected ports in this window (answered by XDP or passed to the kernel).
     pub syns: u32,
@@ -460,7 +492,7 @@ macro_rules! counters {
     ($($variant:ident = $name:literal: $doc:literal,)+) => {
         /// Index into [`MAP_COUNTERS`]. Every packet the program sees is counted in `Packets`
         /// and in exactly one outcome slot; `MalformedTcpOptions`, `SourceBlocks`,
-        /// `AckProbeRepaired` and `SynPeerLookup` are counted in addition. `TcCsumVerified` and
+        /// `SourceOverBudget`, `AckProbeRepaired` and `SynPeerLookup` are counted in addition. `TcCsumVerified` and
         /// `TcCsumBad` are the TC program's, for packets XDP passed.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -506,6 +538,7 @@ counters! {
     DropDenylisted = "drop_denylisted": "Dropped: the source is on the denylist.",
     DropSourceBlocked = "drop_source_blocked": "Dropped: SYN or new-connection ACK from a source blocked for exceeding a budget.",
     SourceBlocks = "source_blocks": "A source went over a per-source budget and was blocked (counted in addition).",
+    SourceOverBudget = "source_over_budget": "A source went over a per-source budget under --per-source-action log: marked and reported, not blocked (counted in addition).",
     SynPeerLookup = "syn_peer_lookup": "SYN whose 4-tuple the peer filter holds: the kernel's socket table was asked (counted in addition).",
     TcCsumVerified = "tc_csum_verified": "TC ingress: an IPv6 bare ACK to a protected port arrived with its checksum unverified (CHECKSUM_NONE); checked, right, marked verified so nft synproxy takes it (not an XDP outcome).",
     TcCsumBad = "tc_csum_bad": "TC ingress: an IPv6 bare ACK to a protected port arrived unverified with a wrong TCP checksum; dropped (not an XDP outcome).",
@@ -542,5 +575,17 @@ mod tests {
             ..DatapathConfig::DEFAULT
         };
         assert_eq!(unknown.syncookie_mode(), SyncookieMode::Always);
+    }
+
+    #[test]
+    fn per_source_actions_round_trip_through_their_byte() {
+        for action in PerSourceAction::ALL {
+            assert_eq!(PerSourceAction::try_from(action as u8), Ok(action));
+        }
+        let unknown = DatapathConfig {
+            per_source_action: 2,
+            ..DatapathConfig::DEFAULT
+        };
+        assert_eq!(unknown.per_source_action(), PerSourceAction::Drop);
     }
 }

@@ -29,7 +29,7 @@ use crate::{
     peers,
     port_load::{self, Event},
     socket::{KernelSocket, kernel_socket},
-    sources::{self, Source},
+    sources,
     verdict::Verdict,
     verify,
 };
@@ -54,7 +54,7 @@ pub fn judge_ack(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: u
         Some(KernelSocket::None) => {
             let enforce = cfg.syncookies != SyncookieMode::Off as u8;
             let source = sources::tracked(ctx, pkt, cfg, now);
-            if enforce && source.as_ref().is_some_and(Source::blocked) {
+            if enforce && source.as_ref().is_some_and(|s| s.blocked(cfg)) {
                 return Verdict::drop(Counter::DropSourceBlocked);
             }
             let valid = match cookie_valid(ctx, pkt) {
@@ -79,8 +79,8 @@ pub fn judge_ack(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: u
                         && source.invalid_ack(cfg)
                         && enforce
                     {
-                        source.block(cfg);
-                        count(Counter::SourceBlocks);
+                        // The invalid ACK drops under either action.
+                        source.exceeded(cfg);
                     }
                     if enforce {
                         Verdict::drop(Counter::AckCookieInvalid)

@@ -10,11 +10,12 @@
 //! later), and the hot path stays free of locked instructions.
 use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
 use synguard_common::{
-    DatapathConfig, SKETCH_WINDOW_SHIFT, SourceKey, SourceState, V4_MAPPED_WORD, block_slot,
-    sketch_cells, source_hash,
+    Counter, DatapathConfig, PerSourceAction, SKETCH_WINDOW_SHIFT, SourceKey, SourceState,
+    V4_MAPPED_WORD, block_slot, sketch_cells, source_hash,
 };
 
 use crate::{
+    counters::count,
     maps::{BLOCKS, SOURCES},
     parse::{
         Family, IPV4_HLEN, IPV6_HLEN, TcpPacket, bytes_at,
@@ -134,8 +135,15 @@ impl Source {
         })
     }
 
+    /// Whether its attempts are dropped now: over a budget, under action drop.
     #[inline(always)]
-    pub fn blocked(&self) -> bool {
+    pub fn blocked(&self, cfg: &DatapathConfig) -> bool {
+        !monitors(cfg) && self.over_budget()
+    }
+
+    /// Whether it went over a budget less than `block_ns` ago.
+    #[inline(always)]
+    fn over_budget(&self) -> bool {
         // SAFETY: a live map value.
         self.now < unsafe { (*self.state).blocked_until_ns }
     }
@@ -176,9 +184,27 @@ impl Source {
         cfg.per_source_invalid_ack != 0 && invalid > cfg.per_source_invalid_ack
     }
 
-    /// Blocks the source for the configured time, on every CPU.
+    /// An attempt took the source over a budget: blocks it for the configured time and counts
+    /// the block; true, the attempt drops. Under action log it marks it instead, once per
+    /// `block_ns` (its attempts keep coming through), counts `source_over_budget`, and the
+    /// attempt goes on.
     #[inline(always)]
-    pub fn block(&self, cfg: &DatapathConfig) {
+    pub fn exceeded(&self, cfg: &DatapathConfig) -> bool {
+        if !monitors(cfg) {
+            self.mark(cfg);
+            count(Counter::SourceBlocks);
+            return true;
+        }
+        if !self.over_budget() {
+            self.mark(cfg);
+            count(Counter::SourceOverBudget);
+        }
+        false
+    }
+
+    /// Marks the source over budget for the configured time, on every CPU.
+    #[inline(always)]
+    fn mark(&self, cfg: &DatapathConfig) {
         let until = self.now + cfg.block_ns;
         // SAFETY: a live map value.
         unsafe { (*self.state).blocked_until_ns = until };
@@ -195,6 +221,12 @@ impl Source {
             }
         }
     }
+}
+
+/// Monitor mode (`--per-source-action log`): sources over a budget are reported, not dropped.
+#[inline(always)]
+fn monitors(cfg: &DatapathConfig) -> bool {
+    cfg.per_source_action == PerSourceAction::Log as u8
 }
 
 /// The source address masked to its accounting prefix (IPv4 as `::ffff:a.b.c.d`), and its

@@ -23,12 +23,10 @@ use crate::{
 pub fn judge_syn(ctx: &XdpContext, pkt: &TcpPacket, cfg: &DatapathConfig, now: u64) -> Verdict {
     let enforce = cfg.syncookies != SyncookieMode::Off as u8;
     if let Some(source) = sources::attempt(ctx, pkt, cfg, now) {
-        if enforce && source.blocked() {
+        if enforce && source.blocked(cfg) {
             return Verdict::drop(Counter::DropSourceBlocked);
         }
-        if source.syn(cfg) && enforce {
-            source.block(cfg);
-            count(Counter::SourceBlocks);
+        if source.syn(cfg) && enforce && source.exceeded(cfg) {
             return Verdict::drop(Counter::DropSourceBlocked);
         }
     }

@@ -189,6 +189,20 @@ pub fn link_stats(iface: &Iface) -> Result<Stats> {
     Ok(Stats(stats))
 }
 
+/// The driver's statistics of the interface (`ethtool -S`), e.g. veth's per-queue
+/// `rx_queue_<N>_xdp_packets`.
+pub fn driver_stats(iface: &Iface) -> Result<Stats> {
+    let text = iface.exec("ethtool", &["-S", iface.name()])?;
+    Ok(Stats(
+        text.lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                Some((name.trim().to_owned(), value.trim().parse().ok()?))
+            })
+            .collect(),
+    ))
+}
+
 /// Id of the XDP program attached to `iface` (any mode), from `ip -j -d link show`.
 pub fn xdp_prog_id(iface: &Iface) -> Result<Option<u32>> {
     let details = iface.details()?;

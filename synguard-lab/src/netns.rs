@@ -241,27 +241,44 @@ pub struct VethPair {
 }
 
 impl VethPair {
-    /// Creates `name_a` in `ns_a` and its peer `name_b` in `ns_b`, both down.
+    /// Creates `name_a` in `ns_a` and its peer `name_b` in `ns_b`, both down, one queue each.
     pub fn create(ns_a: &Netns, name_a: &str, ns_b: &Netns, name_b: &str) -> Result<Self> {
+        Self::with_queues(ns_a, name_a, ns_b, name_b, 1)
+    }
+
+    /// [`Self::create`] with `queues` receive and transmit queues on both ends: veth hands a
+    /// frame to the peer's receive queue of the sending CPU (modulo the count), so each CPU's
+    /// traffic gets a NAPI instance of its own, as on a multi-queue NIC.
+    pub fn with_queues(
+        ns_a: &Netns,
+        name_a: &str,
+        ns_b: &Netns,
+        name_b: &str,
+        queues: u32,
+    ) -> Result<Self> {
         for name in [name_a, name_b] {
             if name.len() > 15 {
                 bail!("interface name {name} is longer than 15 characters");
             }
         }
-        run(Command::new("ip").args([
-            "link",
-            "add",
-            name_a,
-            "netns",
-            ns_a.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            name_b,
-            "netns",
-            ns_b.name(),
-        ]))?;
+        let queues = queues.to_string();
+        let end = |name: &str, ns: &Netns| {
+            [
+                name,
+                "netns",
+                ns.name(),
+                "numrxqueues",
+                &queues,
+                "numtxqueues",
+                &queues,
+            ]
+            .map(str::to_owned)
+        };
+        run(Command::new("ip")
+            .args(["link", "add"])
+            .args(end(name_a, ns_a))
+            .args(["type", "veth", "peer", "name"])
+            .args(end(name_b, ns_b)))?;
         Ok(Self {
             a: Iface::new(ns_a, name_a),
             b: Iface::new(ns_b, name_b),

@@ -175,13 +175,15 @@ impl ClientLink {
         suffix: &str,
         subnet: Subnet,
         peer: Peer,
+        queues: u32,
     ) -> Result<Self> {
         let netns = Netns::create(&format!("{id}-{role}"))?;
-        let veth = VethPair::create(
+        let veth = VethPair::with_queues(
             server,
             &format!("{id}s{suffix}"),
             &netns,
             &format!("{id}c{suffix}"),
+            queues,
         )?;
         subnet.configure(&veth.a, &veth.b)?;
         for family in Family::ALL {
@@ -263,6 +265,27 @@ fn family_flag(family: Family) -> &'static str {
     }
 }
 
+/// What a [`Lab`] is built with besides the first client's link.
+struct Shape {
+    /// An 802.1Q sub-interface with this id on the first link.
+    vlan: Option<u16>,
+    second: bool,
+    attacker: bool,
+    /// Queues of the first link's veth pair.
+    queues: u32,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self {
+            vlan: None,
+            second: false,
+            attacker: false,
+            queues: 1,
+        }
+    }
+}
+
 /// Client and server namespaces joined by a veth pair, optionally a second client namespace
 /// and an attacker namespace with veth pairs of their own. Everything is removed on drop.
 pub struct Lab {
@@ -276,7 +299,16 @@ pub struct Lab {
 impl Lab {
     /// The plain lab: untagged link only.
     pub fn new() -> Result<Self> {
-        Self::build(None, false, false)
+        Self::build(Shape::default())
+    }
+
+    /// The plain lab with `queues` receive and transmit queues on both ends of the veth pair
+    /// ([`VethPair::with_queues`]).
+    pub fn with_queues(queues: u32) -> Result<Self> {
+        Self::build(Shape {
+            queues,
+            ..Shape::default()
+        })
     }
 
     /// The plain lab with `offloads` on the veth pair.
@@ -296,14 +328,20 @@ impl Lab {
     /// The lab plus an 802.1Q sub-interface with id `vid` on both ends ([`VLAN_LINK`]). Fails
     /// on kernels without 802.1Q support: see [`vlan_supported`].
     pub fn with_vlan(vid: u16) -> Result<Self> {
-        Self::build(Some(vid), false, false)
+        Self::build(Shape {
+            vlan: Some(vid),
+            ..Shape::default()
+        })
     }
 
     /// The plain lab plus a second client namespace on its own veth pair and subnet
     /// ([`SECOND_LINK`]); synguard must attach to both server ends
     /// ([`ClientLink::server_iface`]: `--iface` twice).
     pub fn with_second_client() -> Result<Self> {
-        Self::build(None, true, false)
+        Self::build(Shape {
+            second: true,
+            ..Shape::default()
+        })
     }
 
     /// The plain lab plus an attacker namespace on its own veth pair and subnet
@@ -311,24 +349,33 @@ impl Lab {
     /// through it: replies to a flood's spoofed sources, the kernel's and synguard's, go there
     /// and die, not into the first client's veth. synguard must attach to both server ends.
     pub fn with_attacker() -> Result<Self> {
-        Self::build(None, false, true)
+        Self::build(Shape {
+            attacker: true,
+            ..Shape::default()
+        })
     }
 
-    fn build(vid: Option<u16>, second: bool, attacker: bool) -> Result<Self> {
+    fn build(shape: Shape) -> Result<Self> {
+        let Shape {
+            vlan,
+            second,
+            attacker,
+            queues,
+        } = shape;
         let id = unique_id();
         let server = Netns::create(&format!("{id}-srv"))?;
-        let first = ClientLink::create(&server, &id, "cli", "", LINK, Peer::Client)?;
+        let first = ClientLink::create(&server, &id, "cli", "", LINK, Peer::Client, queues)?;
         // The sub-interfaces go with the namespaces.
-        if let Some(vid) = vid {
+        if let Some(vid) = vlan {
             let server_vlan = add_vlan(&server, first.server_iface(), &format!("{id}sv"), vid)?;
             let client_vlan = add_vlan(first.netns(), first.iface(), &format!("{id}cv"), vid)?;
             VLAN_LINK.configure(&server_vlan, &client_vlan)?;
         }
         let second = second
-            .then(|| ClientLink::create(&server, &id, "cl2", "2", SECOND_LINK, Peer::Client))
+            .then(|| ClientLink::create(&server, &id, "cl2", "2", SECOND_LINK, Peer::Client, 1))
             .transpose()?;
         let attacker = attacker
-            .then(|| ClientLink::create(&server, &id, "atk", "a", ATTACKER_LINK, Peer::Attacker))
+            .then(|| ClientLink::create(&server, &id, "atk", "a", ATTACKER_LINK, Peer::Attacker, 1))
             .transpose()?;
         // Everything else (spoofed flood sources) goes to the attacker, or back to the first
         // client.

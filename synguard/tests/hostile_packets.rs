@@ -16,7 +16,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use synguard::datapath::maps::DatapathState;
 use synguard::settings::cli::Cli;
 use synguard::settings::merge::Settings;
-use synguard_common::{Counter, DatapathConfig, SyncookieMode};
+use synguard_common::{Counter, DatapathConfig, PerSourceAction, SyncookieMode};
 use synguard_lab::capture::TcpSegment;
 use synguard_lab::harness::{self, Need};
 
@@ -290,7 +290,8 @@ fn acks_to_our_syn_acks() {
 /// handshakes give half-open budget back; the SYN that takes a source over its budget, and
 /// everything after it, drops; so does everything after the invalid ACK that takes a source
 /// over; sources are accounted per prefix (an IPv6 /64 shares one budget). In `off` the same
-/// frames are only counted.
+/// frames are only counted; with `--per-source-action log` each source over a budget counts
+/// `source_over_budget` once and its frames fare as any other source's.
 #[test]
 fn per_source_budgets() {
     if !running_as_root() {
@@ -311,6 +312,10 @@ fn per_source_budgets() {
     assert_eq!(budgets.track_threshold, 1);
     let off = DatapathConfig {
         syncookies: SyncookieMode::Off as u8,
+        ..budgets
+    };
+    let log = DatapathConfig {
+        per_source_action: PerSourceAction::Log as u8,
         ..budgets
     };
     for family in [Family::V4, Family::V6] {
@@ -342,8 +347,12 @@ fn per_source_budgets() {
             (Step::InvalidAck, b, Invalid),
             (Step::Syn, b, Blocked),
         ]);
-        for config in [budgets, off] {
-            let label = format!("{family:?} syncookies {}", config.syncookies);
+        for config in [budgets, off, log] {
+            let label = format!(
+                "{family:?} syncookies {}, per-source action {}",
+                config.syncookie_mode(),
+                config.per_source_action()
+            );
             let mut bench = Bench::load(&PROTECTED, config);
             let before = bench.counters();
             let mut outcomes = Vec::new();
@@ -355,13 +364,33 @@ fn per_source_budgets() {
             }
             let counters = bench.counters().since(&before);
             let blocks = counters.values()[Counter::SourceBlocks as usize];
+            let marks = counters.values()[Counter::SourceOverBudget as usize];
             if config.syncookies == SyncookieMode::Off as u8 {
                 assert!(!outcomes.contains(&Blocked), "{label}: {outcomes:?}");
-                assert_eq!(blocks, 0, "{label}");
+                assert_eq!((blocks, marks), (0, 0), "{label}");
+            } else if config.per_source_action() == PerSourceAction::Log {
+                let want: Vec<Counter> = steps
+                    .iter()
+                    .map(|(step, _, want)| match (step, want) {
+                        (Step::InvalidAck, Blocked) => Invalid,
+                        (_, Blocked) => Answered,
+                        _ => *want,
+                    })
+                    .collect();
+                assert_eq!(outcomes, want, "{label}");
+                assert_eq!(
+                    (blocks, marks),
+                    (0, 2),
+                    "{label}: one mark per source over a budget"
+                );
             } else {
                 let want: Vec<Counter> = steps.iter().map(|(_, _, want)| *want).collect();
                 assert_eq!(outcomes, want, "{label}");
-                assert_eq!(blocks, 2, "{label}: one block per source over a budget");
+                assert_eq!(
+                    (blocks, marks),
+                    (2, 0),
+                    "{label}: one block per source over a budget"
+                );
             }
         }
     }

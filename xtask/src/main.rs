@@ -63,6 +63,9 @@ enum Task {
         /// Only the end-to-end scenarios.
         #[arg(long, conflicts_with = "micro_only")]
         e2e_only: bool,
+        /// Only the multi-queue scaling runs (one receive queue against two).
+        #[arg(long, conflicts_with_all = ["micro_only", "e2e_only"])]
+        scaling_only: bool,
         /// Seconds of flood per end-to-end scenario and rate.
         #[arg(long, default_value_t = 5)]
         e2e_seconds: u64,
@@ -208,6 +211,7 @@ fn main() -> ExitCode {
             seconds,
             micro_only,
             e2e_only,
+            scaling_only,
             e2e_seconds,
             rates,
             profile,
@@ -215,6 +219,7 @@ fn main() -> ExitCode {
             gen_seconds: seconds,
             micro_only,
             e2e_only,
+            scaling_only,
             e2e_seconds,
             rates,
             profile,

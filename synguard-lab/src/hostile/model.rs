@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
-use synguard_common::{Counter, DatapathConfig, SyncookieMode, TupleWords};
+use synguard_common::{Counter, DatapathConfig, PerSourceAction, SyncookieMode, TupleWords};
 
 use super::frame::{ACK, CWR, ECE, FIN, Family, RST, SYN};
 use super::segment::{Offered, Segment, be32};
@@ -43,8 +43,9 @@ pub struct Expectation {
     pub options_fault: bool,
     /// A zero-window probe rewritten into its handshake ACK also counts `ack_probe_repaired`.
     pub probe_repaired: bool,
-    /// The frame took its source over a per-source budget: also counts `source_blocks`.
-    pub source_blocked: bool,
+    /// The frame took its source over a per-source budget: also counts this, `source_blocks`
+    /// or under `--per-source-action log` `source_over_budget`.
+    pub over_budget: Option<Counter>,
     /// A SYN whose tuple the peer filter holds also counts `syn_peer_lookup`.
     pub peer_lookup: bool,
     pub reply: Option<SynAck>,
@@ -57,7 +58,7 @@ impl Expectation {
             outcome,
             options_fault: false,
             probe_repaired: false,
-            source_blocked: false,
+            over_budget: None,
             peer_lookup: false,
             reply: None,
         }
@@ -81,8 +82,8 @@ impl Expectation {
         if self.probe_repaired {
             deltas[Counter::AckProbeRepaired as usize] += 1;
         }
-        if self.source_blocked {
-            deltas[Counter::SourceBlocks as usize] += 1;
+        if let Some(counter) = self.over_budget {
+            deltas[counter as usize] += 1;
         }
         if self.peer_lookup {
             deltas[Counter::SynPeerLookup as usize] += 1;
@@ -202,7 +203,20 @@ struct SourceCount {
     /// SYNs minus completed handshakes.
     half_open: u32,
     invalid_acks: u32,
-    blocked: bool,
+    /// Blocked, or under action log only marked: once per block time.
+    over_budget: bool,
+}
+
+impl SourceCount {
+    /// An attempt took the source over a budget: the counter that moves in addition. A block
+    /// under action drop; under log a mark, and only if the source has none yet.
+    fn exceed(&mut self, action: PerSourceAction) -> Option<Counter> {
+        let marked = std::mem::replace(&mut self.over_budget, true);
+        match action {
+            PerSourceAction::Drop => Some(Counter::SourceBlocks),
+            PerSourceAction::Log => (!marked).then_some(Counter::SourceOverBudget),
+        }
+    }
 }
 
 impl Policy {
@@ -253,6 +267,9 @@ impl Policy {
         }
         // `off` only observes: it counts per source but blocks nobody and drops nothing.
         let enforce = self.config.syncookies != SyncookieMode::Off as u8;
+        // Action log reports sources over a budget but drops none of their packets.
+        let action = self.config.per_source_action();
+        let drops = enforce && action == PerSourceAction::Drop;
         let (half_open_budget, invalid_ack_budget) = (
             self.config.per_source_half_open,
             self.config.per_source_invalid_ack,
@@ -269,17 +286,20 @@ impl Policy {
         if is_syn {
             source.attempts = source.attempts.saturating_add(1);
             // A blocked source's SYNs drop (only a heavy source can be blocked).
+            let mut over_budget = None;
             if source.attempts >= threshold {
-                if enforce && source.blocked {
+                if drops && source.over_budget {
                     return Expectation::drop(Counter::DropSourceBlocked);
                 }
                 source.half_open = source.half_open.saturating_add(1);
                 if enforce && half_open_budget != 0 && source.half_open > half_open_budget {
-                    source.blocked = true;
-                    return Expectation {
-                        source_blocked: true,
-                        ..Expectation::drop(Counter::DropSourceBlocked)
-                    };
+                    over_budget = source.exceed(action);
+                    if drops {
+                        return Expectation {
+                            over_budget,
+                            ..Expectation::drop(Counter::DropSourceBlocked)
+                        };
+                    }
                 }
             }
             // Only a tuple XDP has seen reach the kernel is looked up (and none of the
@@ -295,6 +315,7 @@ impl Policy {
                 Expectation::drop(Counter::DropBadChecksum)
             };
             return Expectation {
+                over_budget,
                 peer_lookup,
                 ..judged
             };
@@ -302,7 +323,7 @@ impl Policy {
         let heavy = source.attempts >= threshold;
         // A blocked source's new-connection ACKs drop (no socket matches the corpus's
         // addresses, so every ACK here is a new-connection one).
-        if enforce && heavy && source.blocked {
+        if drops && heavy && source.over_budget {
             return Expectation::drop(Counter::DropSourceBlocked);
         }
         // A bare ACK one short of a completing ACK is a zero-window probe after a lost
@@ -320,11 +341,12 @@ impl Policy {
             };
         }
         source.attempts = source.attempts.saturating_add(1);
-        let mut over = false;
+        let mut over_budget = None;
         if source.attempts >= threshold {
             source.invalid_acks = source.invalid_acks.saturating_add(1);
-            over = enforce && invalid_ack_budget != 0 && source.invalid_acks > invalid_ack_budget;
-            source.blocked |= over;
+            if enforce && invalid_ack_budget != 0 && source.invalid_acks > invalid_ack_budget {
+                over_budget = source.exceed(action);
+            }
         }
         let judged = if enforce {
             Expectation::drop(Counter::AckCookieInvalid)
@@ -332,7 +354,7 @@ impl Policy {
             Expectation::pass(Counter::AckInvalidPassed)
         };
         Expectation {
-            source_blocked: over,
+            over_budget,
             ..judged
         }
     }
@@ -399,7 +421,7 @@ impl Policy {
             outcome: Counter::SynCookieSent,
             options_fault: offered.fault,
             probe_repaired: false,
-            source_blocked: false,
+            over_budget: None,
             peer_lookup: false,
             reply: Some(SynAck {
                 len: segment.l3 + ip_len + tcp_len,

@@ -15,6 +15,7 @@ mod flood;
 mod hostile_veth;
 mod lab;
 mod modes;
+mod monitor_mode;
 mod monitoring;
 mod no_stalls;
 mod observability;

@@ -25,34 +25,42 @@ use synguard_lab::kernel::Counters;
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Family, Lab};
 
-const PORT: u16 = 8080;
-const PAYLOAD: usize = 10 * 1024;
+pub(crate) const PORT: u16 = 8080;
+pub(crate) const PAYLOAD: usize = 10 * 1024;
 /// Half-open connections per second and source. The legitimate client has at most one
 /// handshake open at a time, far below it.
 const HALF_OPEN: u32 = 50;
 /// Invalid ACKs per second and source; a legitimate client sends none.
 const INVALID_ACK: u32 = 100;
 const BLOCK: Duration = Duration::from_secs(2);
-const FLOOD: Duration = Duration::from_secs(4);
+pub(crate) const FLOOD: Duration = Duration::from_secs(4);
 /// When A tries to connect during the flood, and how long it waits for the handshake: less
 /// than TCP's first retransmission (1 s), so its one SYN lands in the middle of the first
 /// block. (A 1 s wait let the retransmission land at 2 s, just as that block ended.)
-const PROBE_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const PROBE_AFTER: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// Share of the flood that must be dropped as blocked: all but the segments before each
 /// block (a budget's worth per block) and what the veth lost.
-const BLOCKED_SHARE: f64 = 0.9;
+pub(crate) const BLOCKED_SHARE: f64 = 0.9;
 /// hping3's count can lag the wire a little; A's own probe SYNs are dropped as blocked too.
 const COUNT_SLACK: u64 = 20;
 
-struct Case {
-    family: Family,
-    kind: FloodKind,
+/// A flood from one source and the budget it trips.
+pub(crate) struct Case {
+    pub(crate) family: Family,
+    pub(crate) kind: FloodKind,
 }
 
 impl Case {
+    /// A SYN and an ACK flood, each over IPv4 and IPv6.
+    pub(crate) fn all() -> impl Iterator<Item = Self> {
+        [FloodKind::Syn, FloodKind::Ack]
+            .into_iter()
+            .flat_map(|kind| Family::ALL.map(|family| Case { family, kind }))
+    }
+
     /// The budget flag this flood must trip.
-    fn budget(&self) -> [String; 2] {
+    pub(crate) fn budget(&self) -> [String; 2] {
         match self.kind {
             FloodKind::Syn => ["--per-source-half-open".into(), HALF_OPEN.to_string()],
             FloodKind::Ack => ["--per-source-invalid-ack".into(), INVALID_ACK.to_string()],
@@ -75,10 +83,7 @@ fn a_single_flooding_source_is_blocked_and_released() {
     ) else {
         return;
     };
-    let cases = [FloodKind::Syn, FloodKind::Ack]
-        .into_iter()
-        .flat_map(|kind| Family::ALL.map(|family| Case { family, kind }));
-    run_cases("per_source", cases, |case| {
+    run_cases("per_source", Case::all(), |case| {
         let family = case.family;
         let lab = Lab::with_second_client()?;
         let (a, b) = (lab.first_client(), lab.second_client()?);

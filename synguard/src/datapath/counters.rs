@@ -65,6 +65,7 @@ pub const fn verdict(counter: Counter) -> Option<&'static str> {
         Counter::Packets
         | Counter::MalformedTcpOptions
         | Counter::SourceBlocks
+        | Counter::SourceOverBudget
         | Counter::AckProbeRepaired
         | Counter::SynPeerLookup
         | Counter::TcCsumVerified

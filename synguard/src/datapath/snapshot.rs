@@ -20,7 +20,8 @@ use aya::sys::SyscallError;
 use nix::time::{ClockId, clock_gettime};
 use synguard_common::{
     Counter, DatapathConfig, MAP_CONFIG, MAP_COOKIE_PORTS, MAP_COUNTERS, MAP_POLICY4, MAP_POLICY6,
-    MAP_PORT_LOAD, MAP_PORTS, MAP_SOURCES, PORT_BITMAP_WORDS, PortLoad, SourceKey, SourceState,
+    MAP_PORT_LOAD, MAP_PORTS, MAP_SOURCES, PORT_BITMAP_WORDS, PerSourceAction, PortLoad, SourceKey,
+    SourceState,
 };
 use thiserror::Error;
 
@@ -112,8 +113,9 @@ impl Source {
         Self { addr, state }
     }
 
-    /// How long the block lasts from `now_ns` ([`monotonic_ns`]), if blocked.
-    pub fn blocked_for(&self, now_ns: u64) -> Option<Duration> {
+    /// How long it stays over budget from `now_ns` ([`monotonic_ns`]), if it is: blocked, or
+    /// under `--per-source-action log` monitored.
+    pub fn over_budget_for(&self, now_ns: u64) -> Option<Duration> {
         (self.state.blocked_until_ns > now_ns)
             .then(|| Duration::from_nanos(self.state.blocked_until_ns - now_ns))
     }
@@ -153,7 +155,10 @@ pub struct Snapshot {
     /// Protected ports whose SYNs XDP answers with cookies right now.
     pub cookie_ports: PortSet,
     pub sources_tracked: u64,
+    /// Sources over a budget now under action drop (blocked) ...
     pub sources_blocked: u64,
+    /// ... and under action log (reported, not blocked).
+    pub sources_monitored: u64,
     /// `SG_SOURCES`, `SG_PORT_LOAD`, `SG_POLICY4`, `SG_POLICY6`.
     pub maps: Vec<MapUse>,
 }
@@ -385,18 +390,25 @@ impl MapReader {
                 capacity,
             })
             .collect();
+        let config = self.config()?;
+        let over_budget = sources
+            .iter()
+            .filter(|s| s.over_budget_for(now_ns).is_some())
+            .count() as u64;
+        let (sources_blocked, sources_monitored) = match config.per_source_action() {
+            PerSourceAction::Drop => (over_budget, 0),
+            PerSourceAction::Log => (0, over_budget),
+        };
         Ok(Snapshot {
             taken,
             counters,
             ports,
-            config: self.config()?,
+            config,
             protected: read_bitmap(&self.ports, MAP_PORTS)?,
             cookie_ports: read_bitmap(&self.cookie_ports, MAP_COOKIE_PORTS)?,
             sources_tracked: tracked,
-            sources_blocked: sources
-                .iter()
-                .filter(|s| s.blocked_for(now_ns).is_some())
-                .count() as u64,
+            sources_blocked,
+            sources_monitored,
             maps,
         })
     }
@@ -490,10 +502,10 @@ mod tests {
         let source = Source::new(key, state);
         assert_eq!(source.prefix(&DatapathConfig::DEFAULT), "10.0.0.2/32");
         assert_eq!(
-            source.blocked_for(3_500_000_000),
+            source.over_budget_for(3_500_000_000),
             Some(Duration::from_millis(1500))
         );
-        assert_eq!(source.blocked_for(5_000_000_000), None);
+        assert_eq!(source.over_budget_for(5_000_000_000), None);
         assert_eq!(source.window_age(1_250_000_000), Duration::from_millis(250));
         let v6 = Source::new(
             SourceKey {
@@ -516,6 +528,7 @@ mod tests {
             cookie_ports: PortSet::new(&[]),
             sources_tracked: 0,
             sources_blocked: 0,
+            sources_monitored: 0,
             maps: Vec::new(),
         };
         let earlier = snapshot(

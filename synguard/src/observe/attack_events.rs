@@ -151,6 +151,7 @@ impl AttackEvents {
         let duration = summary.duration.as_secs_f64();
         let peak = summary.peak_syn_rate.round() as u64;
         let blocks = during[Counter::SourceBlocks];
+        let over_budget = during[Counter::SourceOverBudget];
         let blocked = during[Counter::DropSourceBlocked];
         let denied = during[Counter::DropDenylisted];
         let bad_checksum = during[Counter::DropBadChecksum];
@@ -168,12 +169,13 @@ impl AttackEvents {
             syns_to_kernel = load.syns_to_kernel,
             kernel_handshakes = load.handshakes_completed,
             source_blocks = blocks,
+            source_over_budget = over_budget,
             drop_source_blocked = blocked,
             drop_denylisted = denied,
             drop_bad_checksum = bad_checksum,
             ack_cookie_invalid = invalid_acks,
             top_sources = top.as_str(),
-            "attack on port {port} ended: lasted {duration:.1}s (calm for {}s since), peak {peak} SYNs/s, {syns} SYNs; XDP answered {} with cookies ({} handshakes completed), the kernel got {} ({} completed); on the interface meanwhile {blocks} source blocks, dropped {blocked} packets of blocked sources, {denied} of denylisted ones, {bad_checksum} SYNs with bad checksums and {invalid_acks} invalid ACKs; top sources: {top}",
+            "attack on port {port} ended: lasted {duration:.1}s (calm for {}s since), peak {peak} SYNs/s, {syns} SYNs; XDP answered {} with cookies ({} handshakes completed), the kernel got {} ({} completed); on the interface meanwhile {blocks} source blocks, {over_budget} sources over a budget reported (monitor mode), dropped {blocked} packets of blocked sources, {denied} of denylisted ones, {bad_checksum} SYNs with bad checksums and {invalid_acks} invalid ACKs; top sources: {top}",
             summary.calm_for.as_secs(),
             load.cookies_sent,
             load.cookies_validated,
@@ -182,8 +184,9 @@ impl AttackEvents {
         );
     }
 
-    /// `PREFIX (SYNs N, half-open N[, blocked]), ...`: the sources with the most SYNs in their
-    /// last window, or `none`.
+    /// `PREFIX (SYNs N, half-open N[, over budget]), ...`: the sources with the most SYNs in
+    /// their last window, or `none`. Over budget: blocked, or under `--per-source-action log`
+    /// monitored.
     fn top_sources(&self) -> Result<String, ReadError> {
         let config = self.reader.config()?;
         let now_ns = monotonic_ns();
@@ -201,8 +204,8 @@ impl AttackEvents {
                 source.prefix(&config),
                 source.state.syns,
                 source.state.half_open,
-                if source.blocked_for(now_ns).is_some() {
-                    ", blocked"
+                if source.over_budget_for(now_ns).is_some() {
+                    ", over budget"
                 } else {
                     ""
                 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
-use synguard_common::Counter;
+use synguard_common::{Counter, PerSourceAction};
 
 use crate::datapath::attached;
 use crate::datapath::pins::{DEFAULT_PIN_DIR, PinDir};
@@ -119,6 +119,8 @@ pub struct PortJson {
 pub struct SourcesJson {
     pub tracked: u64,
     pub blocked: u64,
+    /// Over a budget under `--per-source-action log`: reported, not blocked.
+    pub monitored: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -169,6 +171,7 @@ impl StatsJson {
             sources: SourcesJson {
                 tracked: s.sources_tracked,
                 blocked: s.sources_blocked,
+                monitored: s.sources_monitored,
             },
             maps: s
                 .maps
@@ -249,9 +252,10 @@ fn stats_table(iface: &str, interval: Interval<'_>) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "\nsources: {} tracked, {} blocked; map entries: {}",
+        "\nsources: {} tracked, {} blocked, {} monitored; map entries: {}",
         s.sources_tracked,
         s.sources_blocked,
+        s.sources_monitored,
         maps.join(", ")
     );
     out
@@ -282,6 +286,22 @@ fn budget(value: u32) -> String {
     }
 }
 
+/// What `top` and the log call sources over a budget under `action`.
+pub fn over_budget_state(action: PerSourceAction) -> &'static str {
+    match action {
+        PerSourceAction::Drop => "blocked",
+        PerSourceAction::Log => "monitored",
+    }
+}
+
+/// `top`'s list of the sources over a budget.
+fn over_budget_title(action: PerSourceAction) -> &'static str {
+    match action {
+        PerSourceAction::Drop => "blocked sources",
+        PerSourceAction::Log => "monitored sources (over budget, not blocked)",
+    }
+}
+
 fn top_table(
     iface: &str,
     snapshot: &Snapshot,
@@ -290,15 +310,18 @@ fn top_table(
     count: usize,
 ) -> String {
     let config = &snapshot.config;
+    let action = config.per_source_action();
+    let mut over_budget: Vec<(Duration, Source)> = sources
+        .iter()
+        .filter_map(|s| Some((s.over_budget_for(now_ns)?, *s)))
+        .collect();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "synguard top on {iface}: sources tracked {}, blocked {}; per-source budgets: half-open {}, invalid ACKs {}, block {}s; accounting prefixes /{} /{}",
+        "synguard top on {iface}: sources tracked {}, {} {}; per-source budgets: half-open {}, invalid ACKs {}, block {}s, action {action}; accounting prefixes /{} /{}",
         sources.len(),
-        sources
-            .iter()
-            .filter(|s| s.blocked_for(now_ns).is_some())
-            .count(),
+        over_budget_state(action),
+        over_budget.len(),
         budget(config.per_source_half_open),
         budget(config.per_source_invalid_ack),
         config.block_ns / 1_000_000_000,
@@ -324,16 +347,12 @@ fn top_table(
         );
     };
 
-    let mut blocked: Vec<(Duration, Source)> = sources
-        .iter()
-        .filter_map(|s| Some((s.blocked_for(now_ns)?, *s)))
-        .collect();
-    blocked.sort_by_key(|(left, _)| std::cmp::Reverse(*left));
-    header(&mut out, "blocked sources", "time left");
-    for (left, source) in blocked.iter().take(count) {
+    over_budget.sort_by_key(|(left, _)| std::cmp::Reverse(*left));
+    header(&mut out, over_budget_title(action), "time left");
+    for (left, source) in over_budget.iter().take(count) {
         row(&mut out, source, format!("{:.1}s", left.as_secs_f64()));
     }
-    if blocked.is_empty() {
+    if over_budget.is_empty() {
         let _ = writeln!(out, "(none)");
     }
 
@@ -387,6 +406,7 @@ mod tests {
             cookie_ports: PortSet::new(&[8080..=8080]),
             sources_tracked: 1,
             sources_blocked: 1,
+            sources_monitored: 0,
             maps: vec![MapUse {
                 name: "SG_SOURCES",
                 entries: 1,
@@ -421,10 +441,11 @@ mod tests {
         assert_eq!(json["ports"][0]["cookie_half_open_per_second"], 100.0);
         assert_eq!(json["maps"]["SG_SOURCES"]["capacity"], 65536);
         assert_eq!(json["sources"]["blocked"], 1);
+        assert_eq!(json["sources"]["monitored"], 0);
     }
 
     #[test]
-    fn top_lists_blocked_sources_with_time_left() {
+    fn top_lists_sources_over_budget_with_time_left() {
         let at = Instant::now();
         let mut addr = [0u8; 16];
         addr[10..].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 2]);
@@ -440,21 +461,36 @@ mod tests {
                 },
             )
         };
-        let text = top_table(
-            "eth0",
-            &snapshot(at, 0, 0),
-            vec![source(3, 0), source(52, 40_000_000_000)],
-            10_000_000_000,
-            20,
-        );
-        assert!(
-            text.contains("half-open 50/s, invalid ACKs unlimited, block 60s"),
-            "{text}"
-        );
-        let blocked = text.lines().nth(3).unwrap();
-        assert!(blocked.starts_with("10.0.0.2/32"), "{text}");
-        assert!(blocked.ends_with("30.0s"), "{text}");
-        assert!(text.lines().nth(6).unwrap().contains(" 52 "), "{text}");
-        assert!(text.contains("0.5s ago"), "{text}");
+        for (action, state, title) in [
+            (PerSourceAction::Drop, "blocked 1", "blocked sources"),
+            (
+                PerSourceAction::Log,
+                "monitored 1",
+                "monitored sources (over budget, not blocked)",
+            ),
+        ] {
+            let mut snapshot = snapshot(at, 0, 0);
+            snapshot.config.per_source_action = action as u8;
+            let text = top_table(
+                "eth0",
+                &snapshot,
+                vec![source(3, 0), source(52, 40_000_000_000)],
+                10_000_000_000,
+                20,
+            );
+            assert!(text.contains(&format!("tracked 2, {state};")), "{text}");
+            assert!(
+                text.contains(&format!(
+                    "half-open 50/s, invalid ACKs unlimited, block 60s, action {action}"
+                )),
+                "{text}"
+            );
+            assert!(text.lines().nth(2).unwrap().starts_with(title), "{text}");
+            let over_budget = text.lines().nth(3).unwrap();
+            assert!(over_budget.starts_with("10.0.0.2/32"), "{text}");
+            assert!(over_budget.ends_with("30.0s"), "{text}");
+            assert!(text.lines().nth(6).unwrap().contains(" 52 "), "{text}");
+            assert!(text.contains("0.5s ago"), "{text}");
+        }
     }
 }

@@ -1,16 +1,18 @@
 //! Periodic log lines from the datapath's per-CPU counters, and a summary of the sources
-//! blocked since the last line (no per-packet or per-source logging).
+//! blocked (or under `--per-source-action log`, gone over a budget) since the last line (no
+//! per-packet or per-source logging).
 
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use synguard_common::{Counter, SyncookieMode};
+use synguard_common::{Counter, PerSourceAction, SyncookieMode};
 use tracing::{info, warn};
 
 use crate::datapath::counters::CounterTotals;
 use crate::datapath::snapshot::{MapReader, ReadError, monotonic_ns};
+use crate::observe::report::over_budget_state;
 
-/// How many blocked sources a block summary names.
+/// How many sources a summary of blocks (or under action log, of sources over budget) names.
 const BLOCK_SUMMARY_TOP: usize = 5;
 
 /// The counters in the `systemctl status` line.
@@ -67,31 +69,42 @@ impl Stats {
             format_rate(delta as f64 / seconds)
         });
         info!("stats: {}", line.as_deref().unwrap_or("no packets"));
-        let blocks = deltas[Counter::SourceBlocks];
-        if blocks > 0
-            && let Err(e) = self.log_blocks(blocks, seconds)
-        {
-            warn!("stats: {e}");
+        for (counter, action) in [
+            (Counter::SourceBlocks, PerSourceAction::Drop),
+            (Counter::SourceOverBudget, PerSourceAction::Log),
+        ] {
+            let events = deltas[counter];
+            if events > 0
+                && let Err(e) = self.log_over_budget(action, events, seconds)
+            {
+                warn!("stats: {e}");
+            }
         }
         self.last = now;
         self.last_at = at;
     }
 
-    /// `N sources blocked in the last Ss (M blocked now): top A/32 (...), ...`, the blocked
-    /// sources with the most half-open connections and invalid ACKs first.
-    fn log_blocks(&self, blocks: u64, seconds: f64) -> Result<(), ReadError> {
+    /// `N source block(s) in the last Ss, M source(s) blocked now; top: A/32 (...), ...`, the
+    /// blocked sources with the most half-open connections and invalid ACKs first; under
+    /// action log the same for the sources that went over a budget and were not blocked.
+    fn log_over_budget(
+        &self,
+        action: PerSourceAction,
+        events: u64,
+        seconds: f64,
+    ) -> Result<(), ReadError> {
         let config = self.reader.config()?;
         let now_ns = monotonic_ns();
-        let mut blocked: Vec<_> = self
+        let mut over_budget: Vec<_> = self
             .reader
             .sources()?
             .into_iter()
-            .filter_map(|s| Some((s.blocked_for(now_ns)?, s)))
+            .filter_map(|s| Some((s.over_budget_for(now_ns)?, s)))
             .collect();
-        blocked.sort_by_key(|(_, s)| {
+        over_budget.sort_by_key(|(_, s)| {
             std::cmp::Reverse(u64::from(s.state.half_open) + u64::from(s.state.invalid_acks))
         });
-        let top: Vec<String> = blocked
+        let top: Vec<String> = over_budget
             .iter()
             .take(BLOCK_SUMMARY_TOP)
             .map(|(left, s)| {
@@ -104,9 +117,16 @@ impl Stats {
                 )
             })
             .collect();
+        let events = match action {
+            PerSourceAction::Drop => format!("blocks: {events} source block(s)"),
+            PerSourceAction::Log => format!(
+                "over budget, not blocked (--per-source-action log): {events} source(s) went over a budget"
+            ),
+        };
         info!(
-            "blocks: {blocks} source block(s) in the last {seconds:.0}s, {} source(s) blocked now{}{}",
-            blocked.len(),
+            "{events} in the last {seconds:.0}s, {} source(s) {} now{}{}",
+            over_budget.len(),
+            over_budget_state(action),
             if top.is_empty() { "" } else { "; top: " },
             top.join(", ")
         );

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
-use synguard_common::{SyncookieMode, XdpMode};
+use synguard_common::{PerSourceAction, SyncookieMode, XdpMode};
 
 use crate::settings::policy::parse_cidr;
 use crate::settings::ports::parse_port_range;
@@ -115,6 +115,12 @@ pub struct Cli {
     /// How long a source over a budget stays blocked. [default: 60]
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(bounds::BLOCK_SECONDS))]
     pub block_seconds: Option<u32>,
+
+    /// What happens to a source over a budget: `drop` (blocked for --block-seconds) or `log`
+    /// (monitor mode: reported in the log, `synguard top` and metrics, never dropped; to size
+    /// budgets on live traffic). [default: drop]
+    #[arg(long, value_enum)]
+    pub per_source_action: Option<PerSourceAction>,
 
     /// Sources are accounted per IPv4 prefix of this length. [default: 32]
     #[arg(long, value_name = "LEN", value_parser = clap::value_parser!(u8).range(bounds::SOURCE_PREFIX4))]

@@ -5,7 +5,7 @@ use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
-use synguard_common::{SyncookieMode, XdpMode};
+use synguard_common::{PerSourceAction, SyncookieMode, XdpMode};
 use toml::Spanned;
 
 use crate::private;
@@ -35,6 +35,7 @@ pub(super) struct FileValues {
     pub(super) per_source_half_open: Option<Spanned<i64>>,
     pub(super) per_source_invalid_ack: Option<Spanned<i64>>,
     pub(super) block_seconds: Option<Spanned<i64>>,
+    pub(super) per_source_action: Option<Spanned<PerSourceAction>>,
     pub(super) source_prefix4: Option<Spanned<i64>>,
     pub(super) source_prefix6: Option<Spanned<i64>>,
     pub(super) allow: Option<Spanned<Vec<Spanned<String>>>>,

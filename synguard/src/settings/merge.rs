@@ -150,7 +150,9 @@ impl Settings {
             source_prefix4: number!(source_prefix4, SOURCE_PREFIX4).unwrap_or(d.source_prefix4),
             source_prefix6: number!(source_prefix6, SOURCE_PREFIX6).unwrap_or(d.source_prefix6),
             policy: policy.bits(),
-            reserved: [0; 2],
+            per_source_action: flag_or_key!(per_source_action)
+                .unwrap_or_else(|| d.per_source_action()) as u8,
+            reserved: [0; 1],
         };
         Ok(Self {
             ifaces,
@@ -244,7 +246,7 @@ mod tests {
     use std::path::PathBuf;
 
     use clap::Parser as _;
-    use synguard_common::{POLICY_V4, POLICY_V6};
+    use synguard_common::{POLICY_V4, POLICY_V6, PerSourceAction};
 
     use super::*;
 
@@ -279,6 +281,7 @@ abort_on_overflow = false
 per_source_half_open = 100
 per_source_invalid_ack = 50
 block_seconds = 30
+per_source_action = "log"
 source_prefix4 = 24
 source_prefix6 = 48
 allow = ["10.1.2.0/24", "2001:db8::1"]
@@ -312,7 +315,8 @@ log_format = "json"
                 source_prefix4: 24,
                 source_prefix6: 48,
                 policy: POLICY_V4 | POLICY_V6,
-                reserved: [0; 2],
+                per_source_action: PerSourceAction::Log as u8,
+                reserved: [0; 1],
             }
         );
         assert_eq!(s.stats_interval, 10);
@@ -358,12 +362,15 @@ log_format = "json"
             "always",
             "--deny",
             "192.0.2.0/24",
+            "--per-source-action",
+            "drop",
         ]))
         .unwrap();
         assert_eq!(s.ports.to_string(), "9000");
         assert_eq!(s.datapath.mss4, 1300);
         assert_eq!(s.datapath.mss6, 1380);
         assert_eq!(s.syncookies, SyncookieMode::Always);
+        assert_eq!(s.datapath.per_source_action(), PerSourceAction::Drop);
         assert_eq!(s.ifaces, ["eth0", "eth1"]);
         // --deny replaces the file's deny list; the file's allow list stays.
         assert_eq!(s.policy.count(false), 2);
@@ -414,6 +421,10 @@ log_format = "json"
             (
                 "iface = [\"a\"]\nports = [80]\nsyncookies = \"sometimes\"\n",
                 ":3: key `syncookies`: unknown variant `sometimes`",
+            ),
+            (
+                "iface = [\"a\"]\nports = [80]\nper_source_action = \"ignore\"\n",
+                ":3: key `per_source_action`: unknown variant `ignore`",
             ),
             (
                 "iface = [\"a\"]\nports = [80]\ndeny = [\n  \"10.0.0.0/8\",\n  \"nope\",\n]\n",

@@ -1,10 +1,10 @@
 //! Where the server's CPU time goes, measured two ways:
 //!
 //! - **Threads**: the scheduler's own runtime (`/proc/PID/task/TID/schedstat`, first field,
-//!   nanoseconds) of the server veth's threaded-NAPI kthread, which runs the whole receive
+//!   nanoseconds) of the server veth's threaded-NAPI kthreads (one per queue), which run the whole receive
 //!   path (XDP, the IP/TCP stack, the SYN-ACK's transmit), plus every thread of the processes
 //!   in the server namespace (the daemon). Precise, and blind to other work on the machine.
-//! - **The CPU**: busy time of the server's CPU from `/proc/stat` (user, nice, system, irq,
+//! - **The CPU**: busy time of the server's CPUs from `/proc/stat` (user, nice, system, irq,
 //!   softirq, steal), which also catches softirq work outside the kthread (timers) but also
 //!   anything else that ran there.
 //!
@@ -23,23 +23,38 @@ use anyhow::{Context as _, Result, bail};
 use synguard_lab::netns::Netns;
 
 /// Turns on threaded NAPI for `iface` in `netns` (GRO on first: a veth has NAPI only with an
-/// XDP program or GRO) and gives its kthread `cpu` ([`dedicate`]). Returns the kthread's
-/// pid. The setting goes with the interface.
-pub fn threaded_napi(netns: &Netns, iface: &str, cpu: usize) -> Result<u32> {
+/// XDP program or GRO) and gives the kthread of its queue `i` the CPU `cpus[i]` ([`dedicate`]).
+/// The setting goes with the interface.
+pub fn threaded_napi(netns: &Netns, iface: &str, cpus: &[usize]) -> Result<()> {
     netns.exec("ethtool", &["-K", iface, "gro", "on"])?;
     // `ip netns exec` mounts the namespace's own /sys.
     netns.exec(
         "sh",
         &["-c", &format!("echo 1 > /sys/class/net/{iface}/threaded")],
     )?;
-    let pid = napi_thread(iface)?;
-    dedicate(pid, cpu)?;
-    Ok(pid)
+    dedicate_queues(iface, cpus).map(drop)
 }
 
-/// The pid of `iface`'s NAPI kthread: its name is `napi/<iface>-<napi id>`, cut to the 15
-/// characters of a task name.
-pub fn napi_thread(iface: &str) -> Result<u32> {
+/// Gives the NAPI kthread of `iface`'s queue `i` the CPU `cpus[i]`; returns their pids, queue
+/// by queue. (An XDP attach or detach may recreate the kthreads: call it again after one.)
+pub fn dedicate_queues(iface: &str, cpus: &[usize]) -> Result<Vec<u32>> {
+    let pids = napi_threads(iface)?;
+    if pids.len() != cpus.len() {
+        bail!(
+            "{iface} has {} NAPI kthreads ({pids:?}), not one per CPU of {cpus:?}",
+            pids.len()
+        );
+    }
+    for (&pid, &cpu) in pids.iter().zip(cpus) {
+        dedicate(pid, cpu)?;
+    }
+    Ok(pids)
+}
+
+/// The pids of `iface`'s NAPI kthreads, queue by queue: a kthread's name is
+/// `napi/<iface>-<napi id>` (cut to the 15 characters of a task name), and veth adds its
+/// queues' NAPI instances, so their ids, in queue order.
+fn napi_threads(iface: &str) -> Result<Vec<u32>> {
     let wanted: String = format!("napi/{iface}-").chars().take(15).collect();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
@@ -52,15 +67,15 @@ pub fn napi_thread(iface: &str) -> Result<u32> {
             continue;
         };
         let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if comm.trim_end().starts_with(&wanted) {
-            found.push(pid);
+        if let Some(id) = comm.trim_end().strip_prefix(&wanted) {
+            found.push((id.parse::<u64>().unwrap_or(u64::MAX), pid));
         }
     }
-    match found[..] {
-        [pid] => Ok(pid),
-        [] => bail!("no threaded NAPI kthread for {iface} (looked for `{wanted}*`)"),
-        _ => bail!("several NAPI kthreads for {iface}: {found:?} (more than one queue?)"),
+    if found.is_empty() {
+        bail!("no threaded NAPI kthread for {iface} (looked for `{wanted}*`)");
     }
+    found.sort_unstable();
+    Ok(found.into_iter().map(|(_, pid)| pid).collect())
 }
 
 /// Pins task `pid` to `cpu` and makes it `SCHED_FIFO` (`taskset`, `chrt`; both work on
@@ -169,29 +184,35 @@ fn cpu_busy(cpu: usize) -> Result<Duration> {
 /// One reading of the server's CPU time.
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
-    /// The receive path's kthread plus the server namespace's processes.
+    /// The receive path's kthreads plus the server namespace's processes.
     pub threads: Duration,
-    /// The server CPU's busy time.
+    /// The server CPUs' busy time.
     pub cpu: Duration,
 }
 
 /// What a server's CPU time is read from.
 pub struct ServerCpu<'a> {
     pub netns: &'a Netns,
-    pub napi_pid: u32,
-    pub cpu: usize,
+    /// The server veth's NAPI kthreads.
+    pub napi_pids: Vec<u32>,
+    /// The CPUs they run on.
+    pub cpus: &'a [usize],
 }
 
 impl ServerCpu<'_> {
     pub fn sample(&self) -> Result<Sample> {
-        let mut threads = runtime(self.napi_pid)?;
+        let mut threads = Duration::ZERO;
+        for &pid in &self.napi_pids {
+            threads += runtime(pid)?;
+        }
         for pid in netns_pids(self.netns)? {
             // A process may exit between the listing and the read.
             threads += runtime(pid).unwrap_or_default();
         }
-        Ok(Sample {
-            threads,
-            cpu: cpu_busy(self.cpu)?,
-        })
+        let mut cpu = Duration::ZERO;
+        for &c in self.cpus {
+            cpu += cpu_busy(c)?;
+        }
+        Ok(Sample { threads, cpu })
     }
 }

@@ -18,6 +18,10 @@
 //! legitimate client, the payload server's threads and the daemon. `SGL_DEBUG=1` prints the
 //! veths' and synguard's counters after each run. The server's CPU time is read as described in
 //! [`super::cpu`]; a legitimate client connects every [`LEGIT_INTERVAL`] throughout each run.
+//!
+//! Two more series run synguard alone: the source sweep ([`source_sweep`]: 1 to 16 M distinct
+//! sources) and multi-queue scaling ([`queue_scaling`]: the same floods into one receive queue
+//! and into two, one per CPU, so that both CPUs run the program on one flood).
 
 use std::fmt;
 use std::io::Write as _;
@@ -30,8 +34,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use synguard_lab::client::{ClientConfig, ClientReport, LegitClient, Sample};
 use synguard_lab::daemon::{Daemon, XdpMode};
+use synguard_lab::flood::FloodReport;
 use synguard_lab::floodgen::bpf::{enable_run_time_stats, reflect_program};
-use synguard_lab::floodgen::{self, Method};
+use synguard_lab::floodgen::{self, FloodSpec, Method};
 use synguard_lab::kernel::{self, link_stats};
 use synguard_lab::netns::Netns;
 use synguard_lab::peer_xdp::NativeProgram;
@@ -49,6 +54,48 @@ const PAYLOAD: usize = 1024;
 const LEGIT_INTERVAL: Duration = Duration::from_millis(10);
 /// Time for the previous scenario's leftovers (request sockets, queued frames) to go.
 const SETTLE: Duration = Duration::from_secs(1);
+
+/// Where a run's receive path and generator run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The CPU of each of the server veth's queues' NAPI kthreads, queue by queue.
+    pub server: &'static [usize],
+    /// One generator thread on each of these.
+    pub generators: &'static [usize],
+    /// The CPU of each of the client veth's queues' NAPI kthreads (the SYN-ACKs' receive
+    /// path), queue by queue.
+    pub client: &'static [usize],
+}
+
+impl Placement {
+    /// The scenarios' and the sweep's: one queue, its receive path alone on [`SERVER_CPU`],
+    /// the generator on [`GEN_CPU`].
+    pub const SPLIT: Self = Self {
+        server: &[SERVER_CPU],
+        generators: &[GEN_CPU],
+        client: &[GEN_CPU],
+    };
+    /// The scaling reference: one queue on [`SERVER_CPU`], a generator on each CPU (both
+    /// generators' frames reach the one queue).
+    pub const ONE_QUEUE: Self = Self {
+        server: &[SERVER_CPU],
+        generators: &[GEN_CPU, SERVER_CPU],
+        client: &[GEN_CPU],
+    };
+    /// Two queues, one per CPU, and a generator on each CPU: veth puts a CPU's frames on its
+    /// own queue, so every CPU runs the program on the same flood, as a multi-queue NIC's RSS
+    /// would spread it.
+    /// The SYN-ACKs come back on the client's queue of the CPU that sent them.
+    pub const TWO_QUEUES: Self = Self {
+        server: &[GEN_CPU, SERVER_CPU],
+        generators: &[GEN_CPU, SERVER_CPU],
+        client: &[GEN_CPU, SERVER_CPU],
+    };
+
+    pub fn queues(self) -> usize {
+        self.server.len()
+    }
+}
 
 /// A defense of the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,6 +301,7 @@ pub struct Run {
     pub rate: Rate,
     /// Distinct flood sources, for the source sweep (otherwise the scenarios' 4 M).
     pub sources: Option<u32>,
+    pub placement: Placement,
     /// Flood frames the generator sent, per second.
     pub offered_pps: f64,
     /// Frames the server's veth received, per second (the flood plus the legitimate client's
@@ -272,6 +320,8 @@ pub struct Run {
     /// The server veth's XDP program's own run time per packet (the kernel's BPF run-time
     /// statistics), None without a program.
     pub xdp_ns_per_packet: Option<f64>,
+    /// Frames each of the server veth's queues ran through XDP, per second.
+    pub queue_pps: Vec<f64>,
     /// None for a scenario that serves nobody.
     pub legit: Option<ClientReport>,
 }
@@ -304,11 +354,17 @@ struct Reading {
     client_rx: u64,
     tcp_in_segs: u64,
     xdp_run: Option<(u64, u64)>,
+    /// Frames each of the server veth's queues ran through XDP.
+    queue_frames: Vec<u64>,
 }
 
 impl Reading {
     fn take(lab: &Lab, server_cpu: &ServerCpu) -> Result<Self> {
+        let driver = kernel::driver_stats(lab.server_iface())?;
         Ok(Self {
+            queue_frames: (0..server_cpu.cpus.len())
+                .map(|q| driver.get(&format!("rx_queue_{q}_xdp_packets")))
+                .collect(),
             at: Instant::now(),
             cpu: server_cpu.sample()?,
             server_rx: link_stats(lab.server_iface())?.get("rx_packets"),
@@ -336,9 +392,9 @@ fn run_all(rates: &[Rate], seconds: u64, profiles: Option<&Path>) -> Result<Vec<
     let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
     kernel::set_sysctl(lab.server(), "net.ipv4.tcp_syncookies", "1")?;
     let _run_time_stats = enable_run_time_stats()?;
-    cpu::threaded_napi(lab.server(), lab.server_iface().name(), SERVER_CPU)?;
-    // The SYN-ACKs' receive path belongs to the generator's side.
-    cpu::threaded_napi(lab.client(), lab.client_iface().name(), GEN_CPU)?;
+    let placement = Placement::SPLIT;
+    cpu::threaded_napi(lab.server(), lab.server_iface().name(), placement.server)?;
+    cpu::threaded_napi(lab.client(), lab.client_iface().name(), placement.client)?;
     let mut runs = Vec::new();
     for &rate in &rates {
         for scenario in Scenario::ALL {
@@ -346,6 +402,7 @@ fn run_all(rates: &[Rate], seconds: u64, profiles: Option<&Path>) -> Result<Vec<
                 rate,
                 duration: Duration::from_secs(seconds),
                 sources: None,
+                placement,
             };
             let run = one(&lab, scenario, &flood, profiles)
                 .with_context(|| format!("{} at {rate}", scenario.name()))?;
@@ -382,14 +439,16 @@ pub fn source_sweep(seconds: u64, profiles: Option<&Path>) -> Result<Vec<Run>> {
         let lab = Lab::new()?;
         let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
         let _run_time_stats = enable_run_time_stats()?;
-        cpu::threaded_napi(lab.server(), lab.server_iface().name(), SERVER_CPU)?;
-        cpu::threaded_napi(lab.client(), lab.client_iface().name(), GEN_CPU)?;
+        let placement = Placement::SPLIT;
+        cpu::threaded_napi(lab.server(), lab.server_iface().name(), placement.server)?;
+        cpu::threaded_napi(lab.client(), lab.client_iface().name(), placement.client)?;
         let mut runs = Vec::new();
         for sources in SWEEP_SOURCES {
             let flood = Flood {
                 rate: Rate::Max,
                 duration: Duration::from_secs(seconds),
                 sources: Some(sources),
+                placement,
             };
             let run = one(&lab, Scenario::SynguardNative, &flood, profiles)
                 .with_context(|| format!("synguard native, {sources} sources"))?;
@@ -468,20 +527,153 @@ pub fn sweep_table(runs: &[Run]) -> String {
     md
 }
 
+/// The scaling runs' floods, each with one queue and with two: synguard native from 16 M
+/// random sources and from a single one (whose SYNs reach both CPUs: what it writes must
+/// not be shared), and the reflect floor from 16 M.
+const SCALING_FLOODS: [(Scenario, u32); 3] = [
+    (Scenario::SynguardNative, 1 << 24),
+    (Scenario::SynguardNative, 1),
+    (Scenario::ReflectFloor, 1 << 24),
+];
+
+/// Multi-queue scaling: [`SCALING_FLOODS`] at the unpaced rate in a one-queue lab
+/// ([`Placement::ONE_QUEUE`]) and a two-queue lab ([`Placement::TWO_QUEUES`]), alternating.
+/// With two queues both CPUs run the program and the generators, so the CPU figures are the
+/// receive path's kthreads only; the XDP figure is the program's run time on either CPU.
+pub fn queue_scaling(seconds: u64, profiles: Option<&Path>) -> Result<Vec<Run>> {
+    cpu::on_cpu(GEN_CPU, || {
+        let _run_time_stats = enable_run_time_stats()?;
+        let mut labs = Vec::new();
+        for placement in [Placement::ONE_QUEUE, Placement::TWO_QUEUES] {
+            let lab = Lab::with_queues(u32::try_from(placement.queues())?)?;
+            let server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+            cpu::threaded_napi(lab.server(), lab.server_iface().name(), placement.server)?;
+            cpu::threaded_napi(lab.client(), lab.client_iface().name(), placement.client)?;
+            labs.push((lab, server, placement));
+        }
+        let mut runs = Vec::new();
+        for (scenario, sources) in SCALING_FLOODS {
+            for (lab, _, placement) in &labs {
+                let flood = Flood {
+                    rate: Rate::Max,
+                    duration: Duration::from_secs(seconds),
+                    sources: Some(sources),
+                    placement: *placement,
+                };
+                let run = one(lab, scenario, &flood, profiles).with_context(|| {
+                    format!(
+                        "{}, {sources} sources, {} queues",
+                        scenario.name(),
+                        placement.queues()
+                    )
+                })?;
+                println!(
+                    "queues {} {:<16} {sources:>9} sources: received {:>9.0}/s, {:>6.0} ns/SYN, XDP {:>5.0} ns/packet",
+                    placement.queues(),
+                    scenario.name(),
+                    run.received_pps,
+                    run.cpu_ns_per_syn,
+                    run.xdp_ns_per_packet.unwrap_or(f64::NAN)
+                );
+                runs.push(run);
+            }
+        }
+        Ok(runs)
+    })
+}
+
+/// `e2e.queues.<Q>.<scenario>.<N>_sources.*`, and each figure's two-queue to one-queue ratio
+/// (`e2e.queues.2_to_1.*`).
+pub fn scaling_metrics(runs: &[Run]) -> Vec<Metric> {
+    let figures = |r: &Run| {
+        [
+            ("cpu_ns_per_syn", Some(r.cpu_ns_per_syn), "ns"),
+            ("received_pps", Some(r.received_pps), "packets/s"),
+            ("xdp_ns_per_packet", r.xdp_ns_per_packet, "ns"),
+        ]
+    };
+    let case = |r: &Run| format!("{}.{}_sources", r.scenario.name(), r.sources.unwrap_or(0));
+    let mut metrics = Vec::new();
+    for r in runs {
+        for (what, value, unit) in figures(r) {
+            if let Some(value) = value {
+                metrics.push(Metric::new(
+                    format!("e2e.queues.{}.{}.{what}", r.placement.queues(), case(r)),
+                    value,
+                    unit,
+                ));
+            }
+        }
+    }
+    for two in runs.iter().filter(|r| r.placement.queues() == 2) {
+        let Some(one) = runs.iter().find(|r| {
+            r.placement.queues() == 1 && r.scenario == two.scenario && r.sources == two.sources
+        }) else {
+            continue;
+        };
+        for ((what, a, _), (_, b, _)) in figures(two).into_iter().zip(figures(one)) {
+            if let (Some(a), Some(b)) = (a, b) {
+                metrics.push(Metric::new(
+                    format!("e2e.queues.2_to_1.{}.{what}", case(two)),
+                    a / b,
+                    "ratio",
+                ));
+            }
+        }
+    }
+    metrics
+}
+
+/// The scaling runs as a markdown table.
+pub fn scaling_table(runs: &[Run]) -> String {
+    let mut md = String::from(
+        "| queues | scenario | distinct sources | received/s | through XDP per queue /s | receive path CPU | CPU ns/SYN | XDP program ns/packet | legit ok | legit p99 |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for r in runs {
+        let per_queue: Vec<String> = r.queue_pps.iter().map(|pps| format!("{pps:.0}")).collect();
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {} | {:.1}% | {:.0} | {} | {} | {} |\n",
+            r.placement.queues(),
+            r.scenario.name(),
+            r.sources.unwrap_or(0),
+            r.received_pps,
+            per_queue.join(" + "),
+            r.server_cpu_percent,
+            r.cpu_ns_per_syn,
+            r.xdp_ns_per_packet
+                .map_or_else(|| "–".to_owned(), |ns| format!("{ns:.0}")),
+            r.legit.as_ref().map_or_else(
+                || "–".to_owned(),
+                |l| format!("{:.1}% ({})", l.success_percent(), l.attempts())
+            ),
+            r.legit_p99_ms()
+                .map_or_else(|| "–".to_owned(), |ms| format!("{ms:.2} ms")),
+        ));
+    }
+    md
+}
+
 /// The flood of one run.
 struct Flood {
     rate: Rate,
     duration: Duration,
     /// Distinct sources; `None`: random ones from the whole spec's range.
     sources: Option<u32>,
+    placement: Placement,
 }
 
 impl Flood {
-    /// The run's name in file names: `<scenario>-<rate>` or `<scenario>-<N>-sources`.
+    /// The run's name in file names: `<scenario>-<rate>` or `<scenario>-<N>-sources`, plus
+    /// `-<Q>-queues` for the scaling runs.
     fn label(&self, scenario: Scenario) -> String {
-        match self.sources {
+        let run = match self.sources {
             Some(n) => format!("{}-{n}-sources", scenario.name()),
             None => format!("{}-{}", scenario.name(), self.rate),
+        };
+        if self.placement == Placement::SPLIT {
+            run
+        } else {
+            format!("{run}-{}-queues", self.placement.queues())
         }
     }
 }
@@ -491,16 +683,15 @@ fn one(lab: &Lab, scenario: Scenario, flood: &Flood, profiles: Option<&Path>) ->
         rate,
         duration,
         sources,
+        placement,
     } = *flood;
     let defense = scenario.start(lab)?;
     std::thread::sleep(SETTLE);
-    // An XDP attach or detach may recreate the NAPI instance and its kthread.
-    let napi_pid = cpu::napi_thread(lab.server_iface().name())?;
-    cpu::dedicate(napi_pid, SERVER_CPU)?;
+    // An XDP attach or detach may recreate the NAPI instances and their kthreads.
     let server_cpu = ServerCpu {
         netns: lab.server(),
-        napi_pid,
-        cpu: SERVER_CPU,
+        napi_pids: cpu::dedicate_queues(lab.server_iface().name(), placement.server)?,
+        cpus: placement.server,
     };
     let target = lab.server_addr(Family::V4, PORT);
     let legit = scenario
@@ -514,7 +705,7 @@ fn one(lab: &Lab, scenario: Scenario, flood: &Flood, profiles: Option<&Path>) ->
         })
         .transpose()?;
     let profile = profiles
-        .map(|dir| Profile::start(dir, &flood.label(scenario), SERVER_CPU))
+        .map(|dir| Profile::start(dir, &flood.label(scenario), placement.server))
         .transpose()?;
     let before = Reading::take(lab, &server_cpu)?;
     let mut spec = syn_spec(lab, Family::V4, rate.limit(), duration)?;
@@ -523,15 +714,7 @@ fn one(lab: &Lab, scenario: Scenario, flood: &Flood, profiles: Option<&Path>) ->
         spec.src = "100.0.0.0".parse()?;
         spec.src_prefix = 32 - sources.ilog2() as u8;
     }
-    let sent = cpu::in_background(|| {
-        floodgen::run(
-            lab.client(),
-            lab.client_iface().name(),
-            &spec,
-            Method::LiveFrames,
-            &AtomicBool::new(false),
-        )
-    })?;
+    let sent = generate(lab, &spec, placement.generators)?;
     let after = Reading::take(lab, &server_cpu)?;
     if let Some(profile) = profile {
         println!("profile: {}", profile.finish()?.display());
@@ -566,7 +749,8 @@ fn one(lab: &Lab, scenario: Scenario, flood: &Flood, profiles: Option<&Path>) ->
         scenario,
         rate,
         sources,
-        offered_pps: sent.rate(),
+        placement,
+        offered_pps: sent.iter().map(FloodReport::rate).sum(),
         received_pps: received / seconds,
         cpu_ns_per_syn: threads / received.max(1.0),
         cpu_busy_ns_per_syn: busy / received.max(1.0),
@@ -579,7 +763,49 @@ fn one(lab: &Lab, scenario: Scenario, flood: &Flood, profiles: Option<&Path>) ->
                     / count.saturating_sub(count_before).max(1) as f64
             },
         ),
+        queue_pps: after
+            .queue_frames
+            .iter()
+            .zip(&before.queue_frames)
+            .map(|(after, before)| after.saturating_sub(*before) as f64 / seconds)
+            .collect(),
         legit,
+    })
+}
+
+/// Floods the lab's server with `spec` from one generator thread on each of `cpus`, at nice
+/// 19 (see [`run`]); returns what each sent.
+fn generate(lab: &Lab, spec: &FloodSpec, cpus: &[usize]) -> Result<Vec<FloodReport>> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let generators: Vec<_> = cpus
+            .iter()
+            .map(|&cpu| {
+                let spec = FloodSpec {
+                    cpu: Some(cpu),
+                    ..spec.clone()
+                };
+                let stop = &stop;
+                s.spawn(move || {
+                    cpu::in_background(|| {
+                        floodgen::run(
+                            lab.client(),
+                            lab.client_iface().name(),
+                            &spec,
+                            Method::LiveFrames,
+                            stop,
+                        )
+                    })
+                })
+            })
+            .collect();
+        generators
+            .into_iter()
+            .map(|g| {
+                g.join()
+                    .map_err(|_| anyhow::anyhow!("a generator thread panicked"))?
+            })
+            .collect()
     })
 }
 

@@ -173,6 +173,8 @@ pub struct BenchConfig {
     pub micro_only: bool,
     /// Only the end-to-end scenarios.
     pub e2e_only: bool,
+    /// Only the multi-queue scaling runs.
+    pub scaling_only: bool,
     /// Seconds of flood per scenario and rate.
     pub e2e_seconds: u64,
     /// The offered flood rates.
@@ -205,11 +207,16 @@ pub fn bench(config: &BenchConfig) -> Result<()> {
     let _turn = lab_turn("xtask bench", needs)?;
     let mut metrics = Vec::new();
     let mut markdown = String::new();
-    if !config.e2e_only {
+    // Which parts run: the microbench, the generators, the scenarios and the source sweep,
+    // the multi-queue scaling.
+    let micro = !config.e2e_only && !config.scaling_only;
+    let e2e = !config.micro_only && !config.scaling_only;
+    let scaling = !config.micro_only && !config.e2e_only;
+    if micro {
         metrics = microbench()?;
         markdown = format!("## Datapath microbench\n\n{}", micro_table(&metrics));
     }
-    if !config.micro_only && !config.e2e_only {
+    if micro && e2e {
         let results = generators::compare(config.gen_seconds.clamp(1, 60))?;
         markdown.push_str("\n## Flood generators (one core into a veth)\n\n");
         markdown.push_str(&generators::table(&results));
@@ -219,23 +226,31 @@ pub fn bench(config: &BenchConfig) -> Result<()> {
     let mut sweep_runs = Vec::new();
     let profiles = config.profile.then(|| results_dir().join("perf"));
     let profiles = profiles.as_deref();
-    if !config.micro_only {
-        runs = e2e::run(&config.rates, config.e2e_seconds.clamp(1, 60), profiles)?;
+    let seconds = config.e2e_seconds.clamp(1, 60);
+    if e2e {
+        runs = e2e::run(&config.rates, seconds, profiles)?;
         markdown.push_str(&format!(
-            "\n## End to end: {}-second SYN floods, generator on CPU {}, server receive path on CPU {}\n\n",
-            config.e2e_seconds.clamp(1, 60),
+            "\n## End to end: {seconds}-second SYN floods, generator on CPU {}, server receive path on CPU {}\n\n",
             generators::GEN_CPU,
             e2e::SERVER_CPU
         ));
         markdown.push_str(&e2e::table(&runs));
         metrics.extend(e2e::metrics(&runs));
-        let sweep = e2e::source_sweep(config.e2e_seconds.clamp(1, 60), profiles)?;
+        let sweep = e2e::source_sweep(seconds, profiles)?;
         markdown.push_str(
             "\n## synguard native at the highest rate, by the number of distinct flood sources\n\n",
         );
         markdown.push_str(&e2e::sweep_table(&sweep));
         metrics.extend(e2e::sweep_metrics(&sweep));
         sweep_runs = sweep;
+    }
+    if scaling {
+        let runs = e2e::queue_scaling(seconds, profiles)?;
+        markdown.push_str(
+            "\n## One receive queue and two: both CPUs run the program on the same flood\n\n",
+        );
+        markdown.push_str(&e2e::scaling_table(&runs));
+        metrics.extend(e2e::scaling_metrics(&runs));
     }
     println!("\n{markdown}");
     let dir = write_results(&metrics, &markdown)?;

@@ -20,12 +20,13 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Starts sampling `cpu` into `<dir>/<label>.data`.
-    pub fn start(dir: &Path, label: &str, cpu: usize) -> Result<Self> {
+    /// Starts sampling `cpus` into `<dir>/<label>.data`.
+    pub fn start(dir: &Path, label: &str, cpus: &[usize]) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let data = dir.join(format!("{label}.data"));
+        let cpus: Vec<String> = cpus.iter().map(usize::to_string).collect();
         let perf = Command::new("perf")
-            .args(["record", "-q", "-C", &cpu.to_string(), "-o"])
+            .args(["record", "-q", "-C", &cpus.join(","), "-o"])
             .arg(&data)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

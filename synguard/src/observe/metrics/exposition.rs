@@ -257,6 +257,12 @@ impl Collector for Scrape {
         )?;
         counters(
             e,
+            "synguard_source_over_budget",
+            "Times a source went over a per-source budget under --per-source-action log: reported, not blocked.",
+            vec![(self.labels(&[]), total(Counter::SourceOverBudget))],
+        )?;
+        counters(
+            e,
             "synguard_tc_checksum",
             "IPv6 bare ACKs to protected ports that arrived with their TCP checksum unverified, checked by the TC program: verified (marked so nft synproxy takes them) or bad (dropped).",
             [
@@ -400,6 +406,12 @@ impl Collector for Scrape {
         )?;
         gauges(
             e,
+            "synguard_sources_monitored",
+            "Sources over a per-source budget right now under --per-source-action log (reported, not blocked).",
+            vec![(self.labels(&[]), s.sources_monitored)],
+        )?;
+        gauges(
+            e,
             "synguard_map_entries",
             "Entries in a datapath map (SG_SOURCES: tracked sources; SG_POLICY4/6: policy prefixes).",
             s.maps
@@ -473,6 +485,7 @@ mod tests {
         counters.set(Counter::Packets, 7);
         counters.set(Counter::SynCookieSent, 5);
         counters.set(Counter::AckCookieInvalid, 2);
+        counters.set(Counter::SourceOverBudget, 4);
         let scrape = Scrape {
             iface: "eth0".into(),
             snapshot: Snapshot {
@@ -492,6 +505,7 @@ mod tests {
                 cookie_ports: PortSet::new(&[8080..=8080]),
                 sources_tracked: 3,
                 sources_blocked: 1,
+                sources_monitored: 2,
                 maps: vec![MapUse {
                     name: "SG_SOURCES",
                     entries: 3,
@@ -540,6 +554,8 @@ mod tests {
             r#"synguard_attack_active{iface="eth0",port="80"} 0"#,
             r#"synguard_attacks_total{iface="eth0",port="8080"} 2"#,
             r#"synguard_attacks_total{iface="eth0",port="80"} 0"#,
+            r#"synguard_sources_monitored{iface="eth0"} 2"#,
+            r#"synguard_source_over_budget_total{iface="eth0"} 4"#,
             r#"synguard_map_capacity{iface="eth0",map="SG_SOURCES"} 65536"#,
             r#"synguard_kernel_tcpext_total{counter="SyncookiesSent"} 9"#,
             r#"synguard_kernel_sockets{port="80",state="syn_recv"} 2"#,
