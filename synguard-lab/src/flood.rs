@@ -59,6 +59,19 @@ impl FloodReport {
     }
 }
 
+/// `N SYNs in 4.0s (64309/s)`.
+impl std::fmt::Display for FloodReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} SYNs in {:.1?} ({:.0}/s)",
+            self.sent,
+            self.elapsed,
+            self.rate()
+        )
+    }
+}
+
 enum Generator {
     Hping3(Process),
     Crafted {

@@ -246,6 +246,15 @@ impl Bench {
     }
 }
 
+/// What a test that floods and scrapes `/metrics` needs: the daemon, hping3 under `timeout`,
+/// and curl.
+pub const METRICS_FLOOD_NEEDS: [Need; 4] = [
+    Need::Daemon,
+    Need::Tool("hping3"),
+    Need::Tool("timeout"),
+    Need::Tool("curl"),
+];
+
 /// What a [`PinnedBench`] test that floods needs: the daemon, hping3 under `timeout`, and
 /// `mount` for the private bpffs.
 pub const PINNED_FLOOD_NEEDS: [Need; 4] = [

@@ -17,6 +17,7 @@ pub mod floodgen;
 pub mod harness;
 pub mod hostile;
 pub mod kernel;
+pub mod metrics;
 pub mod netns;
 pub mod packet;
 pub mod peer_xdp;

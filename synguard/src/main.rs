@@ -19,6 +19,7 @@ use synguard::datapath::maps::DatapathState;
 use synguard::datapath::peers::{self, PeerSeeder};
 use synguard::datapath::snapshot::MapReader;
 use synguard::kernel::tuning::tune_kernel;
+use synguard::observe::attack_events::{self, AttackBoard, AttackEvents};
 use synguard::observe::metrics::exposition::Exporter;
 use synguard::observe::metrics::server;
 use synguard::observe::report;
@@ -32,8 +33,7 @@ use synguard::runtime::watch::{self, Watch};
 use synguard::settings::cli::{Cli, Command};
 use synguard::settings::merge::Settings;
 use synguard::settings::ports::PortSet;
-use synguard::settings::values::MetricsAddr;
-use synguard::settings::values::OnExit;
+use synguard::settings::values::{LogFormat, MetricsAddr, OnExit};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -64,15 +64,28 @@ async fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // The daemon's settings come first: they say how to log.
+    let settings = match &cli.command {
+        Some(_) => None,
+        None => match Settings::load(&cli) {
+            Ok(settings) => Some(settings),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    init_logging(
+        settings
+            .as_ref()
+            .map_or_else(LogFormat::default, |s| s.log_format),
+    );
 
-    match run(cli).await {
+    let result = match settings {
+        Some(settings) => run(cli, settings).await,
+        None => subcommand(&cli).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(log) = e
@@ -100,17 +113,36 @@ fn usage_error_line(error: &clap::Error) -> String {
         .join(" ")
 }
 
-/// Start-up in dependency order, the run, and an orderly shutdown. Each step's guard undoes
-/// it on drop, so a failure half way (or a panic) leaves nothing behind.
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Log lines on stderr, filtered with `RUST_LOG` (default `info`); colours only on a terminal.
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The event's fields as the object's keys, beside timestamp, level, target, message.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// `detach`, `stats` and `top`.
+async fn subcommand(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Detach { iface, pin_dir }) => {
-            return synguard::runtime::detach::detach(iface, pin_dir.as_deref());
+            synguard::runtime::detach::detach(iface, pin_dir.as_deref())
         }
-        Some(Command::Stats { target, json }) => return report::stats(target, *json).await,
-        Some(Command::Top { target, count }) => return report::top(target, *count).await,
-        _ => {}
+        Some(Command::Stats { target, json }) => report::stats(target, *json).await,
+        Some(Command::Top { target, count }) => report::top(target, *count).await,
+        // `check-config` is answered before logging starts; no command is the daemon.
+        Some(Command::CheckConfig { .. }) | None => Ok(()),
     }
+}
+
+/// Start-up in dependency order, the run, and an orderly shutdown. Each step's guard undoes
+/// it on drop, so a failure half way (or a panic) leaves nothing behind.
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     // Registered first so a signal during start-up leads to a clean shutdown, not a kill
     // that would leave the nftables table and sysctls behind.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -118,7 +150,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
 
-    let settings = Settings::load(&cli)?;
     let ports = settings.ports.clone();
     let config = settings.datapath;
     let ifaces = attach::resolve_interfaces(&settings.ifaces)?;
@@ -161,12 +192,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let names: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
     let program = datapath.program_id()?;
+    let attack_board = AttackBoard::default();
     if let Some(listener) = metrics_listener {
         info!("metrics at http://{}/metrics", listener.local_addr()?);
         let reader = MapReader::of_maps(program, datapath.map_views()?)?;
         server::spawn(
             listener,
-            Exporter::new(reader, &names, table_watch.restores()),
+            Exporter::new(reader, &names, table_watch.restores(), attack_board.clone()),
         );
     }
     info!(
@@ -179,6 +211,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let on_exit = settings.on_exit;
     let mut control = Control::new(cli, settings);
     let mut stats = Stats::new(MapReader::of_maps(program, datapath.map_views()?)?);
+    let mut attacks = AttackEvents::new(
+        MapReader::of_maps(program, datapath.map_views()?)?,
+        attack_board,
+    );
     let maps = datapath.maps_mut();
     notify::ready(&stats.status(control.settings().syncookies));
     let mut ticks = interval_at(Instant::now() + period, period);
@@ -189,6 +225,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut watch = Watch::new(&ifaces);
     let mut watch_ticks = interval_at(Instant::now() + watch::TICK, watch::TICK);
     watch_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first reading right away: SYNs after it count for an attack, those before are the
+    // adopted counters of an earlier run.
+    let mut attack_ticks = tokio::time::interval(attack_events::SAMPLE);
+    attack_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut peer_ticks = interval_at(Instant::now() + peers::SEED_PERIOD, peers::SEED_PERIOD);
     peer_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let stop: anyhow::Result<&str> = loop {
@@ -201,6 +241,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 notify::ready(&stats.status(control.settings().syncookies));
             }
             _ = auto_ticks.tick(), if control.auto_active() => control.tick(maps),
+            _ = attack_ticks.tick() => {
+                attacks.tick(control.settings(), &control.auto_cookie_ports());
+            }
             _ = ticks.tick() => {
                 stats.log_rates();
                 notify::status(&stats.status(control.settings().syncookies));

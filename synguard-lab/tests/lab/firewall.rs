@@ -29,7 +29,7 @@ use synguard_lab::scratch::ScratchDir;
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::topology::{Family, Lab};
 
-use crate::observability::{sample, scrape};
+use synguard_lab::metrics::{DEFAULT_ADDR, sample, scrape};
 
 const PORT: u16 = 8080;
 /// Served but neither protected nor accepted by the user ruleset.
@@ -142,7 +142,7 @@ fn flushed_ruleset_is_restored_within_a_second_during_a_flood() {
         let counters = Counters::of(lab.server_iface())?.since(&before);
         let ifaces = [lab.server_iface(), lab.attacker()?.server_iface()].map(Iface::name);
         let restores = sample(
-            &scrape(lab)?,
+            &scrape(lab, DEFAULT_ADDR)?,
             &format!(
                 r#"synguard_nft_table_restores_total{{iface="{}"}}"#,
                 ifaces.join(",")

@@ -5,6 +5,7 @@
 //! `cargo test --release -p synguard-lab --test lab -- --test-threads=1 [NAME]`.
 
 mod ack_flood;
+mod attack_events;
 mod capabilities;
 mod cleanup;
 mod config;

@@ -26,7 +26,7 @@ use synguard_lab::topology::{Family, Lab};
 
 const PORT: u16 = 8080;
 const PAYLOAD: usize = 1024;
-const METRICS: &str = "127.0.0.1:9787";
+const METRICS: &str = synguard_lab::metrics::DEFAULT_ADDR;
 /// Prometheus' own series about each scrape target, which the alerts may use.
 const PROMETHEUS_SERIES: [&str; 1] = ["up"];
 

@@ -19,27 +19,24 @@ use serde_json::Value;
 use synguard_common::Counter;
 use synguard_lab::daemon::{Daemon, XdpMode, run_once};
 use synguard_lab::flood::{Flood, FloodKind};
-use synguard_lab::harness::{self, Need, PINNED_FLOOD_NEEDS, PinnedBench, run_cases};
+use synguard_lab::harness::{
+    self, METRICS_FLOOD_NEEDS, Need, PINNED_FLOOD_NEEDS, PinnedBench, run_cases,
+};
 use synguard_lab::kernel::Counters;
+use synguard_lab::metrics::{sample, scrape};
 use synguard_lab::server::{PayloadServer, Protocol};
 use synguard_lab::top::block_time_left;
 use synguard_lab::topology::{Family, Lab};
 
 const PORT: u16 = 8080;
 const PAYLOAD: usize = 1024;
-const METRICS: &str = "127.0.0.1:9787";
+const METRICS: &str = synguard_lab::metrics::DEFAULT_ADDR;
 const FLOOD: Duration = Duration::from_secs(4);
 /// When the readings during a flood are taken.
 const INTO_FLOOD: Duration = Duration::from_secs(2);
 /// Packets that may reach the program between two readings after a flood (IPv6 neighbour
 /// and router traffic on the veth).
 const IDLE_SLACK: u64 = 10;
-
-/// `/metrics` in the classic Prometheus text format (what curl gets).
-pub(crate) fn scrape(lab: &Lab) -> Result<String> {
-    lab.server()
-        .exec("curl", &["-sSf", &format!("http://{METRICS}/metrics")])
-}
 
 /// `/metrics` in OpenMetrics, as Prometheus asks for it.
 fn scrape_openmetrics(lab: &Lab) -> Result<String> {
@@ -52,16 +49,6 @@ fn scrape_openmetrics(lab: &Lab) -> Result<String> {
             &format!("http://{METRICS}/metrics"),
         ],
     )
-}
-
-/// The value of the sample `series` (name and labels exactly as exposed).
-pub(crate) fn sample(text: &str, series: &str) -> Result<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .ok_or_else(|| anyhow!("no `{series}` in the exposition"))?
-        .trim()
-        .parse()
-        .with_context(|| format!("value of `{series}`"))
 }
 
 /// `promtool check metrics` on `text`: `None` if it accepts it, else its complaint.
@@ -86,15 +73,7 @@ fn promtool(text: &str) -> Result<Option<String>> {
 
 #[test]
 fn metrics_move_during_a_flood_and_pass_promtool() {
-    let Some(_serial) = harness::start(
-        "observability metrics",
-        &[
-            Need::Daemon,
-            Need::Tool("hping3"),
-            Need::Tool("timeout"),
-            Need::Tool("curl"),
-        ],
-    ) else {
+    let Some(_serial) = harness::start("observability metrics", &METRICS_FLOOD_NEEDS) else {
         return;
     };
     // The exposition check alone skips without promtool (the metrics are checked either way).
@@ -117,10 +96,10 @@ fn metrics_move_during_a_flood_and_pass_promtool() {
                 METRICS,
             ],
         )?;
-        let before = scrape(&lab)?;
+        let before = scrape(&lab, METRICS)?;
         let flood = Flood::start(&lab, FloodKind::Syn, lab.server_ip(Family::V4), PORT, FLOOD)?;
         sleep(INTO_FLOOD);
-        let during = scrape(&lab)?;
+        let during = scrape(&lab, METRICS)?;
         let openmetrics = scrape_openmetrics(&lab)?;
         let sent = flood.wait()?;
         println!(
@@ -129,7 +108,7 @@ fn metrics_move_during_a_flood_and_pass_promtool() {
             sent.elapsed,
             sent.rate()
         );
-        let after = scrape(&lab)?;
+        let after = scrape(&lab, METRICS)?;
 
         let i = format!("iface=\"{iface}\"");
         let p = format!("{i},port=\"{PORT}\"");

@@ -44,6 +44,14 @@ impl Control {
         self.auto.is_some()
     }
 
+    /// The ports the auto controller answers with cookies now (none outside mode auto).
+    pub fn auto_cookie_ports(&self) -> Vec<u16> {
+        self.auto
+            .as_ref()
+            .map(AutoController::cookie_ports)
+            .unwrap_or_default()
+    }
+
     /// One auto-mode step; errors are logged (the next tick tries again).
     pub fn tick(&mut self, maps: &mut DatapathMaps) {
         if let Some(auto) = &mut self.auto
@@ -91,6 +99,7 @@ impl Control {
             ("stats_interval", new.stats_interval != old.stats_interval),
             ("metrics_addr", new.metrics_addr != old.metrics_addr),
             ("on_exit", new.on_exit != old.on_exit),
+            ("log_format", new.log_format != old.log_format),
         ] {
             if changed {
                 warn!("reload: a change of `{key}` needs a restart; keeping the current value");
@@ -101,6 +110,7 @@ impl Control {
         new.stats_interval = old.stats_interval;
         new.metrics_addr = old.metrics_addr;
         new.on_exit = old.on_exit;
+        new.log_format = old.log_format;
         for (v6, capacity) in [
             (false, self.policy_capacity.0),
             (true, self.policy_capacity.1),
@@ -135,12 +145,7 @@ impl Control {
             }
             (_, SyncookieMode::Off | SyncookieMode::Always) => self.auto = None,
         }
-        let cookies = self
-            .auto
-            .as_ref()
-            .map(AutoController::cookie_ports)
-            .unwrap_or_default();
-        maps.apply(&DatapathState::of(&new), &cookies)?;
+        maps.apply(&DatapathState::of(&new), &self.auto_cookie_ports())?;
         self.settings = new;
         Ok(())
     }

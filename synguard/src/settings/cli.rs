@@ -9,7 +9,7 @@ use synguard_common::{PerSourceAction, SyncookieMode, XdpMode};
 
 use crate::settings::policy::parse_cidr;
 use crate::settings::ports::parse_port_range;
-use crate::settings::values::{MetricsAddr, OnExit, bounds};
+use crate::settings::values::{LogFormat, MetricsAddr, OnExit, bounds};
 
 /// XDP SYN-flood guard: answers SYNs to the protected ports with SYN cookies in XDP and lets
 /// nftables synproxy open the real connection once the client's ACK proves the cookie.
@@ -84,6 +84,12 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(bounds::COOLDOWN))]
     pub cooldown: Option<u32>,
 
+    /// SYNs per second on one port (answered by XDP or passed to the kernel) that start an
+    /// attack event; in mode auto a switch to cookies starts one too. It ends once the rate
+    /// stayed below half of this, and cookies are off, for --cooldown. [default: 10000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(bounds::ATTACK_SYN_RATE))]
+    pub attack_syn_rate: Option<u32>,
+
     /// Also set the kernel's own knobs: tcp_syncookies=1, tcp_max_syn_backlog, and
     /// --synack-retries / --abort-on-overflow if given; restored at exit.
     #[arg(long)]
@@ -150,6 +156,11 @@ pub struct Cli {
     /// /sys/fs/bpf/synguard, without pins (and a warning) if /sys/fs/bpf is no bpffs]
     #[arg(long, value_name = "DIR")]
     pub pin_dir: Option<PathBuf>,
+
+    /// Log lines as `text`, or `json`: one JSON object per line with the event's fields,
+    /// for log pipelines. [default: text]
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
 
     /// Where to serve Prometheus metrics (`/metrics`): an address with a port, or `none`.
     /// [default: 127.0.0.1:9787]

@@ -11,7 +11,7 @@ use toml::Spanned;
 use crate::private;
 use crate::settings::error::{ConfigError, error};
 use crate::settings::ports::parse_port_range;
-use crate::settings::values::OnExit;
+use crate::settings::values::{LogFormat, OnExit};
 
 /// The keys of the config file; every value keeps its position for error messages.
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +28,7 @@ pub(super) struct FileValues {
     pub(super) syncookies: Option<Spanned<SyncookieMode>>,
     pub(super) max_syn_backlog: Option<Spanned<i64>>,
     pub(super) cooldown: Option<Spanned<i64>>,
+    pub(super) attack_syn_rate: Option<Spanned<i64>>,
     pub(super) tune_kernel: Option<Spanned<bool>>,
     pub(super) synack_retries: Option<Spanned<i64>>,
     pub(super) abort_on_overflow: Option<Spanned<bool>>,
@@ -43,6 +44,7 @@ pub(super) struct FileValues {
     pub(super) deny_file: Option<Spanned<PathBuf>>,
     pub(super) on_exit: Option<Spanned<OnExit>>,
     pub(super) metrics_addr: Option<Spanned<String>>,
+    pub(super) log_format: Option<Spanned<LogFormat>>,
 }
 
 /// One `ports` item: a number or a `"LO-HI"` string.

@@ -17,7 +17,9 @@ use crate::settings::error::{ConfigError, error};
 use crate::settings::file::FileConfig;
 use crate::settings::policy::{PolicyList, parse_cidr, read_cidr_file};
 use crate::settings::ports::PortSet;
-use crate::settings::values::{KernelTuning, MetricsAddr, OnExit, bounds, defaults, possible_cpus};
+use crate::settings::values::{
+    KernelTuning, LogFormat, MetricsAddr, OnExit, bounds, defaults, possible_cpus,
+};
 
 /// Everything the daemon runs with, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,12 +34,15 @@ pub struct Settings {
     /// Auto-mode threshold: half-open SYNs per port over one second.
     pub max_syn_backlog: u32,
     pub cooldown: Duration,
+    /// SYNs per second on one port that start an attack event.
+    pub attack_syn_rate: u32,
     /// `Some` with `--tune-kernel`.
     pub kernel: Option<KernelTuning>,
     pub policy: PolicyList,
     pub on_exit: OnExit,
     /// Where `/metrics` listens.
     pub metrics_addr: MetricsAddr,
+    pub log_format: LogFormat,
 }
 
 impl Settings {
@@ -162,6 +167,8 @@ impl Settings {
             cooldown: Duration::from_secs(u64::from(
                 number!(cooldown, COOLDOWN).unwrap_or(defaults::COOLDOWN),
             )),
+            attack_syn_rate: number!(attack_syn_rate, ATTACK_SYN_RATE)
+                .unwrap_or(defaults::ATTACK_SYN_RATE),
             kernel: tune_kernel.then_some(KernelTuning {
                 max_syn_backlog,
                 synack_retries,
@@ -175,6 +182,7 @@ impl Settings {
                     .map_err(|e| file.at(text.span(), "metrics_addr", &e))?,
                 (None, None) => MetricsAddr::DEFAULT,
             },
+            log_format: flag_or_key!(log_format).unwrap_or_default(),
         })
     }
 }
@@ -266,6 +274,7 @@ stats_interval = 10
 syncookies = "auto"
 max_syn_backlog = 512
 cooldown = 20
+attack_syn_rate = 50000
 tune_kernel = true
 synack_retries = 3
 abort_on_overflow = false
@@ -279,6 +288,7 @@ allow = ["10.1.2.0/24", "2001:db8::1"]
 deny = ["10.0.0.0/8"]
 on_exit = "keep"
 metrics_addr = "[::1]:9100"
+log_format = "json"
 "#;
 
     #[test]
@@ -311,6 +321,8 @@ metrics_addr = "[::1]:9100"
         );
         assert_eq!(s.stats_interval, 10);
         assert_eq!(s.cooldown, Duration::from_secs(20));
+        assert_eq!(s.attack_syn_rate, 50_000);
+        assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(
             s.kernel,
             Some(KernelTuning {
@@ -379,6 +391,8 @@ metrics_addr = "[::1]:9100"
         assert_eq!(s.kernel, None);
         assert_eq!(s.on_exit, OnExit::Remove);
         assert_eq!(s.metrics_addr, MetricsAddr::DEFAULT);
+        assert_eq!(s.attack_syn_rate, defaults::ATTACK_SYN_RATE);
+        assert_eq!(s.log_format, LogFormat::Text);
     }
 
     #[test]

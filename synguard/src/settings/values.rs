@@ -1,5 +1,5 @@
 //! The values settings take beside numbers: their bounds and defaults, what to leave at exit,
-//! the kernel tuning and where metrics listen.
+//! the log format, the kernel tuning and where metrics listen.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ pub mod bounds {
     pub const STATS_INTERVAL: RangeInclusive<i64> = 1..=86_400;
     pub const MAX_SYN_BACKLOG: RangeInclusive<i64> = 1..=1 << 24;
     pub const COOLDOWN: RangeInclusive<i64> = 1..=86_400;
+    pub const ATTACK_SYN_RATE: RangeInclusive<i64> = 1..=1 << 30;
     pub const SYNACK_RETRIES: RangeInclusive<i64> = 0..=255;
     pub const BUDGET: RangeInclusive<i64> = 0..=u32::MAX as i64;
     pub const BLOCK_SECONDS: RangeInclusive<i64> = 1..=86_400 * 365;
@@ -33,6 +34,9 @@ pub mod defaults {
     /// Auto-mode threshold (half-open SYNs per port and second) and `tcp_max_syn_backlog`.
     pub const MAX_SYN_BACKLOG: u32 = 256;
     pub const COOLDOWN: u32 = 10;
+    /// SYNs per second on one port that start an attack event: far above what one port of
+    /// a busy server gets from real clients, far below a flood.
+    pub const ATTACK_SYN_RATE: u32 = 10_000;
     pub const SYNCOOKIES: SyncookieMode = SyncookieMode::Auto;
     pub const XDP_MODE: XdpMode = XdpMode::Native;
 }
@@ -46,6 +50,17 @@ pub enum OnExit {
     Remove,
     /// Leave the protection in place (`synguard detach` removes it).
     Keep,
+}
+
+/// `--log-format`: how log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (tracing's JSON formatter), the event's fields as keys.
+    Json,
 }
 
 /// The `--tune-kernel` sysctls (set by `kernel::tuning`).

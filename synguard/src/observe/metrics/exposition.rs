@@ -31,6 +31,7 @@ use tracing::{debug, warn};
 use crate::datapath::counters::verdict;
 use crate::datapath::snapshot::{MapReader, ReadError, Snapshot, half_open};
 use crate::kernel::kernel_view::{self, PortSockets, SockDiag, TCPEXT_EXPORTED};
+use crate::observe::attack_events::{AttackBoard, PortAttacks};
 
 type Loads = (Instant, BTreeMap<u16, PortLoad>);
 
@@ -44,12 +45,18 @@ pub struct Exporter {
     samples: Mutex<(Option<Loads>, Option<Loads>)>,
     /// Restores of the nftables table (`runtime::table_watch`).
     table_restores: Arc<AtomicU64>,
+    attacks: AttackBoard,
 }
 
 impl Exporter {
-    /// An exporter reading the datapath's maps through `reader` and the daemon's count of
-    /// nftables table restores.
-    pub fn new(reader: MapReader, ifaces: &[&str], table_restores: Arc<AtomicU64>) -> Self {
+    /// An exporter reading the datapath's maps through `reader`, the daemon's count of
+    /// nftables table restores, and the attack events' state from `attacks`.
+    pub fn new(
+        reader: MapReader,
+        ifaces: &[&str],
+        table_restores: Arc<AtomicU64>,
+        attacks: AttackBoard,
+    ) -> Self {
         let sock_diag = SockDiag::open()
             .map_err(|e| warn!("metrics: no sock_diag socket ({e}): no socket gauges"))
             .ok();
@@ -59,6 +66,7 @@ impl Exporter {
             sock_diag: Mutex::new(sock_diag),
             samples: Mutex::new((None, None)),
             table_restores,
+            attacks,
         }
     }
 
@@ -119,6 +127,7 @@ impl Exporter {
                 .map_err(|e| debug!("metrics: /proc/net/stat/synproxy: {e}"))
                 .unwrap_or_default(),
             table_restores: self.table_restores.load(Ordering::Relaxed),
+            attacks: self.attacks.read(),
             snapshot,
         };
         let mut registry = Registry::default();
@@ -164,6 +173,8 @@ struct Scrape {
     tcpext: BTreeMap<String, u64>,
     synproxy: BTreeMap<String, u64>,
     table_restores: u64,
+    /// Ports that had an attack event since start.
+    attacks: BTreeMap<u16, PortAttacks>,
 }
 
 impl Scrape {
@@ -376,6 +387,28 @@ impl Collector for Scrape {
                 })
                 .collect(),
         )?;
+        let attacks = |port| self.attacks.get(&port).copied().unwrap_or_default();
+        // The ports with per-port series, and those that had an attack.
+        let attack_ports: BTreeSet<u16> =
+            ports.iter().chain(self.attacks.keys()).copied().collect();
+        gauges(
+            e,
+            "synguard_attack_active",
+            "1 while the port is under attack (an attack event started and has not ended): its SYN rate reached --attack-syn-rate, or auto mode switched it to cookies.",
+            attack_ports
+                .iter()
+                .map(|&port| (per_port(&[], port), u64::from(attacks(port).active)))
+                .collect(),
+        )?;
+        counters(
+            e,
+            "synguard_attacks",
+            "Attack events started on the port since synguard started.",
+            attack_ports
+                .iter()
+                .map(|&port| (per_port(&[], port), attacks(port).started))
+                .collect(),
+        )?;
         gauges(
             e,
             "synguard_sources_blocked",
@@ -509,6 +542,15 @@ mod tests {
             tcpext: [("SyncookiesSent".to_owned(), 9)].into_iter().collect(),
             synproxy: BTreeMap::new(),
             table_restores: 2,
+            attacks: [(
+                8080,
+                PortAttacks {
+                    active: true,
+                    started: 2,
+                },
+            )]
+            .into_iter()
+            .collect(),
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(scrape));
@@ -526,6 +568,10 @@ mod tests {
             r#"synguard_port_syns_total{iface="eth0",port="8080",answered_by="xdp"} 5"#,
             r#"synguard_port_half_open{iface="eth0",port="8080",queue="cookies"} 4.5"#,
             r#"synguard_sources_blocked{iface="eth0"} 1"#,
+            r#"synguard_attack_active{iface="eth0",port="8080"} 1"#,
+            r#"synguard_attack_active{iface="eth0",port="80"} 0"#,
+            r#"synguard_attacks_total{iface="eth0",port="8080"} 2"#,
+            r#"synguard_attacks_total{iface="eth0",port="80"} 0"#,
             r#"synguard_sources_monitored{iface="eth0"} 2"#,
             r#"synguard_source_over_budget_total{iface="eth0"} 4"#,
             r#"synguard_map_capacity{iface="eth0",map="SG_SOURCES"} 65536"#,
