@@ -344,6 +344,24 @@ impl Run {
     pub fn legit_p99_ms(&self) -> Option<f64> {
         self.legit_percentile_ms(99.0)
     }
+
+    /// The tables' cells: XDP ns/packet, legit successes, legit p99 (`–` where none).
+    fn xdp_cell(&self) -> String {
+        self.xdp_ns_per_packet
+            .map_or_else(|| "–".to_owned(), |ns| format!("{ns:.0}"))
+    }
+
+    fn legit_ok_cell(&self) -> String {
+        self.legit.as_ref().map_or_else(
+            || "–".to_owned(),
+            |l| format!("{:.1}% ({})", l.success_percent(), l.attempts()),
+        )
+    }
+
+    fn legit_p99_cell(&self) -> String {
+        self.legit_p99_ms()
+            .map_or_else(|| "–".to_owned(), |ms| format!("{ms:.2} ms"))
+    }
 }
 
 /// Counters read before and after a flood.
@@ -514,14 +532,9 @@ pub fn sweep_table(runs: &[Run]) -> String {
             r.received_pps,
             r.server_cpu_percent,
             r.cpu_ns_per_syn,
-            r.xdp_ns_per_packet
-                .map_or_else(|| "–".to_owned(), |ns| format!("{ns:.0}")),
-            r.legit.as_ref().map_or_else(
-                || "–".to_owned(),
-                |l| format!("{:.1}% ({})", l.success_percent(), l.attempts())
-            ),
-            r.legit_p99_ms()
-                .map_or_else(|| "–".to_owned(), |ms| format!("{ms:.2} ms")),
+            r.xdp_cell(),
+            r.legit_ok_cell(),
+            r.legit_p99_cell(),
         ));
     }
     md
@@ -640,14 +653,9 @@ pub fn scaling_table(runs: &[Run]) -> String {
             per_queue.join(" + "),
             r.server_cpu_percent,
             r.cpu_ns_per_syn,
-            r.xdp_ns_per_packet
-                .map_or_else(|| "–".to_owned(), |ns| format!("{ns:.0}")),
-            r.legit.as_ref().map_or_else(
-                || "–".to_owned(),
-                |l| format!("{:.1}% ({})", l.success_percent(), l.attempts())
-            ),
-            r.legit_p99_ms()
-                .map_or_else(|| "–".to_owned(), |ms| format!("{ms:.2} ms")),
+            r.xdp_cell(),
+            r.legit_ok_cell(),
+            r.legit_p99_cell(),
         ));
     }
     md
@@ -899,8 +907,7 @@ pub fn table(runs: &[Run]) -> String {
             r.server_cpu_percent,
             r.cpu_ns_per_syn,
             r.cpu_busy_ns_per_syn,
-            r.xdp_ns_per_packet
-                .map_or_else(|| "–".to_owned(), |ns| format!("{ns:.0}")),
+            r.xdp_cell(),
             r.synack_pps,
             r.tcp_in_segs_ps,
             ms(r.legit_p50_ms()),
