@@ -393,6 +393,29 @@ impl Reading {
     }
 }
 
+/// A lab for `placement`'s queues, its payload server, and threaded NAPI on both veth ends
+/// pinned as the placement says.
+struct BenchLab {
+    // Drop order: the server's process, then the lab.
+    _server: PayloadServer,
+    lab: Lab,
+    placement: Placement,
+}
+
+impl BenchLab {
+    fn prepare(placement: Placement) -> Result<Self> {
+        let lab = Lab::with_queues(u32::try_from(placement.queues())?)?;
+        let server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+        cpu::threaded_napi(lab.server(), lab.server_iface().name(), placement.server)?;
+        cpu::threaded_napi(lab.client(), lab.client_iface().name(), placement.client)?;
+        Ok(Self {
+            _server: server,
+            lab,
+            placement,
+        })
+    }
+}
+
 /// Every scenario at every rate (ascending), `seconds` each, alternating. Everything but the
 /// server's receive path runs on [`GEN_CPU`]: the legitimate client, the payload server's
 /// threads and the daemon (whose CPU time is counted wherever it runs), and the generator at
@@ -406,13 +429,10 @@ fn run_all(rates: &[Rate], seconds: u64, profiles: Option<&Path>) -> Result<Vec<
     let mut rates = rates.to_vec();
     rates.sort_unstable();
     rates.dedup();
-    let lab = Lab::new()?;
-    let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+    let bench = BenchLab::prepare(Placement::SPLIT)?;
+    let BenchLab { lab, placement, .. } = &bench;
     kernel::set_sysctl(lab.server(), "net.ipv4.tcp_syncookies", "1")?;
     let _run_time_stats = enable_run_time_stats()?;
-    let placement = Placement::SPLIT;
-    cpu::threaded_napi(lab.server(), lab.server_iface().name(), placement.server)?;
-    cpu::threaded_napi(lab.client(), lab.client_iface().name(), placement.client)?;
     let mut runs = Vec::new();
     for &rate in &rates {
         for scenario in Scenario::ALL {
@@ -420,7 +440,7 @@ fn run_all(rates: &[Rate], seconds: u64, profiles: Option<&Path>) -> Result<Vec<
                 rate,
                 duration: Duration::from_secs(seconds),
                 sources: None,
-                placement,
+                placement: *placement,
             };
             let run = one(&lab, scenario, &flood, profiles)
                 .with_context(|| format!("{} at {rate}", scenario.name()))?;
@@ -454,19 +474,16 @@ pub const SWEEP_SOURCES: [u32; 5] = [1, 1 << 10, 1 << 16, 1 << 20, 1 << 24];
 /// run as the scenarios, whose kernel-only figure is the reference).
 pub fn source_sweep(seconds: u64, profiles: Option<&Path>) -> Result<Vec<Run>> {
     cpu::on_cpu(GEN_CPU, || {
-        let lab = Lab::new()?;
-        let _server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
+        let bench = BenchLab::prepare(Placement::SPLIT)?;
+        let BenchLab { lab, placement, .. } = &bench;
         let _run_time_stats = enable_run_time_stats()?;
-        let placement = Placement::SPLIT;
-        cpu::threaded_napi(lab.server(), lab.server_iface().name(), placement.server)?;
-        cpu::threaded_napi(lab.client(), lab.client_iface().name(), placement.client)?;
         let mut runs = Vec::new();
         for sources in SWEEP_SOURCES {
             let flood = Flood {
                 rate: Rate::Max,
                 duration: Duration::from_secs(seconds),
                 sources: Some(sources),
-                placement,
+                placement: *placement,
             };
             let run = one(&lab, Scenario::SynguardNative, &flood, profiles)
                 .with_context(|| format!("synguard native, {sources} sources"))?;
@@ -556,17 +573,13 @@ const SCALING_FLOODS: [(Scenario, u32); 3] = [
 pub fn queue_scaling(seconds: u64, profiles: Option<&Path>) -> Result<Vec<Run>> {
     cpu::on_cpu(GEN_CPU, || {
         let _run_time_stats = enable_run_time_stats()?;
-        let mut labs = Vec::new();
-        for placement in [Placement::ONE_QUEUE, Placement::TWO_QUEUES] {
-            let lab = Lab::with_queues(u32::try_from(placement.queues())?)?;
-            let server = PayloadServer::start(lab.server(), PORT, PAYLOAD, Protocol::RequestFirst)?;
-            cpu::threaded_napi(lab.server(), lab.server_iface().name(), placement.server)?;
-            cpu::threaded_napi(lab.client(), lab.client_iface().name(), placement.client)?;
-            labs.push((lab, server, placement));
-        }
+        let labs = [Placement::ONE_QUEUE, Placement::TWO_QUEUES]
+            .map(BenchLab::prepare)
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         let mut runs = Vec::new();
         for (scenario, sources) in SCALING_FLOODS {
-            for (lab, _, placement) in &labs {
+            for BenchLab { lab, placement, .. } in &labs {
                 let flood = Flood {
                     rate: Rate::Max,
                     duration: Duration::from_secs(seconds),
