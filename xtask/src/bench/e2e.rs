@@ -442,7 +442,7 @@ fn run_all(rates: &[Rate], seconds: u64, profiles: Option<&Path>) -> Result<Vec<
                 sources: None,
                 placement: *placement,
             };
-            let run = one(&lab, scenario, &flood, profiles)
+            let run = one(lab, scenario, &flood, profiles)
                 .with_context(|| format!("{} at {rate}", scenario.name()))?;
             println!(
                 "e2e {:<16} {:>8}: offered {:>9.0}/s received {:>9.0}/s, server CPU {:>5.1}% = {:>6.0} ns/SYN ({:>6.0} by /proc/stat), XDP {:>5.0} ns/packet, SYN-ACKs {:>9.0}/s, TcpInSegs {:>9.0}/s, legit {}",
@@ -485,7 +485,7 @@ pub fn source_sweep(seconds: u64, profiles: Option<&Path>) -> Result<Vec<Run>> {
                 sources: Some(sources),
                 placement: *placement,
             };
-            let run = one(&lab, Scenario::SynguardNative, &flood, profiles)
+            let run = one(lab, Scenario::SynguardNative, &flood, profiles)
                 .with_context(|| format!("synguard native, {sources} sources"))?;
             println!(
                 "sweep {sources:>9} sources: received {:>9.0}/s, {:>6.0} ns/SYN, XDP {:>5.0} ns/packet",
